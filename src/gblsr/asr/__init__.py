@@ -1,0 +1,7 @@
+"""Arbitrary-scale super-resolution with GB-LSR (RDN encoder + local spectral decoder)."""
+
+from .coord import axis_centres, make_coord
+from .decoder import GBLSRScalarASRDecoder
+from .model import GBLSRScalarASR
+
+__all__ = ["GBLSRScalarASR", "GBLSRScalarASRDecoder", "make_coord", "axis_centres"]

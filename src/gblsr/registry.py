@@ -1,0 +1,72 @@
+"""One registry for everything that can be built by name: models, encoders, decoders.
+
+A registered class is built from a JSON-serialisable config dict with ``cls.from_config(cfg)``
+and describes itself with ``obj.get_config()``; that pair is what lets a checkpoint carry its own
+architecture (see :mod:`gblsr.checkpoint`). Classes without those methods are built with
+``cls(**cfg)``.
+
+    @register("encoder", "rdn")
+    class RDNEncoder(nn.Module): ...
+
+    enc = make("encoder", "rdn", num_features=48)
+    model = create_model("gblsr_asr", encoder_cfg={"num_features": 96})
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import UserInputError
+
+__all__ = ["register", "make", "create_model", "available", "lookup"]
+
+KINDS = ("model", "encoder", "decoder")
+_REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}
+
+
+def register(kind: str, name: str) -> Callable[[type], type]:
+    """Class decorator: make ``name`` buildable under ``kind``; sets ``cls.registry_name``."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
+
+    def deco(cls: type) -> type:
+        existing = _REGISTRY[kind].get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"{kind} {name!r} is already registered to {existing.__name__}")
+        _REGISTRY[kind][name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def _ensure_builtin() -> None:
+    # Importing the packages runs their @register decorators.
+    from . import asr, encoders, models  # noqa: F401
+
+
+def lookup(kind: str, name: str) -> type:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY.get(kind, {}))) or "none"
+        raise UserInputError(f"unknown {kind} {name!r}; known: {known}") from None
+
+
+def make(kind: str, name: str, **config: Any):
+    """Build the registered ``kind`` called ``name`` from keyword config."""
+    cls = lookup(kind, name)
+    if hasattr(cls, "from_config"):
+        return cls.from_config(config)
+    return cls(**config)
+
+
+def create_model(name: str, **config: Any):
+    """Build a whole model by architecture name (``local_spectral``, ``gblsr_asr``, ...)."""
+    return make("model", name, **config)
+
+
+def available(kind: str = "model") -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY[kind])
