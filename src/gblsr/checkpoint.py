@@ -1,0 +1,339 @@
+"""Self-describing model files, and loading of the formats other code writes.
+
+Our format is one safetensors file. Its tensors are the model's state dict; its metadata (a
+string -> string map stored in the header) holds
+
+    format        "gblsr.model"
+    architecture  the registry name (``local_spectral``, ``gblsr_asr``, ...)
+    config        JSON of the constructor config (``model.get_config()``)
+    gblsr_version the version that wrote the file
+    extra         optional JSON (training step, dataset, ...)
+
+so :func:`load_model` rebuilds the right model from the file alone.
+
+Also accepted, always without unpickling anything:
+  * reference GB-LSR files: a state dict in ``.safetensors`` or ``.pt``/``.pth`` (read with
+    ``torch.load(weights_only=True)``), optionally wrapped as ``{"state_dict": ..., "config": ...}``
+    as the reference trainer writes it. A native model needs its RunConfig (embedded, or the YAML
+    passed as ``config``); an arbitrary-scale model's architecture is read off the tensor shapes.
+  * further formats registered with :func:`register_converter` (peer methods' official files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ._version import __version__
+from .data.image_io import atomic_write
+from .errors import CheckpointError, UserInputError
+from .registry import lookup
+
+__all__ = [
+    "FORMAT",
+    "save_model",
+    "load_model",
+    "read_checkpoint",
+    "model_identity",
+    "register_converter",
+    "build_from_state_dict",
+]
+
+FORMAT = "gblsr.model"
+
+# A converter recognises a raw checkpoint (state dict + whatever else the file held) and returns
+# (architecture, config, state_dict) in our terms, or None when the file is not its format.
+Converter = Callable[[dict[str, torch.Tensor], dict[str, Any]], "tuple[str, dict, dict] | None"]
+_CONVERTERS: list[Converter] = []
+
+
+def register_converter(fn: Converter) -> Converter:
+    """Teach :func:`load_model` another checkpoint format (see the module docstring)."""
+    _CONVERTERS.append(fn)
+    return fn
+
+
+def model_identity(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """(architecture name, config dict) of a registered model."""
+    name = getattr(model, "registry_name", None)
+    if name is None or not hasattr(model, "get_config"):
+        raise TypeError(f"{type(model).__name__} is not a registered gblsr model")
+    return name, model.get_config()
+
+
+def save_model(
+    model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (weights + architecture + config + version) to one safetensors file.
+
+    The file is written to a temporary name beside ``path`` and renamed, so an interrupted save
+    never leaves a damaged file under ``path``.
+    """
+    from safetensors.torch import save_file
+
+    arch, config = model_identity(model)
+    # Clone so tensors that share storage (views, tied weights) serialise independently.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "architecture": arch,
+        "config": json.dumps(config, sort_keys=True),
+        "gblsr_version": __version__,
+    }
+    if extra:
+        metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors', 'torch' or 'unknown' from the first bytes, never from the extension."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n <= 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a checkpoint file, loaded without unpickling.
+
+    returns: (state_dict, info). For safetensors, info is its metadata; for torch files it is the
+    non-tensor part of the saved dict (under ``"payload"``).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"expected a checkpoint file, got a directory: {p}")
+    kind = _sniff(p)
+    if kind == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise CheckpointError(f"damaged safetensors file {p}: {_one_line(e)}") from None
+        return tensors, meta
+    if kind == "torch":
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as e:
+            msg = _one_line(e)
+            if "weights_only" in msg or "Unsupported global" in msg:
+                raise CheckpointError(
+                    f"{p} holds Python objects beyond tensors and plain containers; gblsr never "
+                    "unpickles those (convert it to safetensors where you trust it)"
+                ) from None
+            raise CheckpointError(f"damaged or unreadable torch file {p}: {msg}") from None
+        return _split_torch_payload(obj, p)
+    raise CheckpointError(f"not a checkpoint (neither safetensors nor a torch file): {p}")
+
+
+def _split_torch_payload(obj: Any, p: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p} does not hold a state dict (found {type(obj).__name__})")
+    if all(isinstance(v, torch.Tensor) for v in obj.values()) and obj:
+        return dict(obj), {"payload": {}}
+    for key in ("state_dict", "model_state_dict", "model"):
+        sd = obj.get(key)
+        if isinstance(sd, dict) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()):
+            return dict(sd), {"payload": {k: v for k, v in obj.items() if k != key}}
+    # Formats whose tensors are nested deeper (e.g. {'model': {'name', 'args', 'sd'}}) are left
+    # for the registered converters.
+    return {}, {"payload": obj}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Building models
+
+
+def build_from_state_dict(
+    arch: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str = ""
+) -> nn.Module:
+    """Build ``arch`` from ``config`` and load ``state_dict`` strictly, with one-line errors."""
+    cls = lookup("model", arch)
+    try:
+        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
+    _load_strict(model, state_dict, source)
+    return model
+
+
+def _src(source: str) -> str:
+    return f" in {source}" if source else ""
+
+
+def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} with another shape (e.g. {shapes[0]})")
+        raise CheckpointError(
+            f"weights{_src(source)} do not fit the {type(model).__name__} architecture: "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _infer_asr(sd: dict[str, torch.Tensor]) -> tuple[str, dict, dict] | None:
+    """Reference GBLSRScalarASR state dicts: read the RDN and decoder sizes off the shapes."""
+    if "decoder.log_s_e" not in sd or "encoder.sfe_1.weight" not in sd:
+        return None
+    try:
+        sfe = sd["encoder.sfe_1.weight"]
+        blocks = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.rdbs\.(\d+)\.", k))}
+        layers = {
+            int(m.group(1))
+            for k in sd
+            if (m := re.match(r"encoder\.rdbs\.0\.dense_layers\.(\d+)\.", k))
+        }
+        growth = sd["encoder.rdbs.0.dense_layers.0.conv.weight"].shape[0]
+        n_coef = sd["decoder.coeff_proj.weight"].shape[0]
+    except KeyError:
+        return None
+    p_max = round((n_coef / 3) ** 0.5)
+    if 3 * p_max * p_max != n_coef:
+        return None
+    encoder_cfg = {
+        "num_features": int(sfe.shape[0]),
+        "growth_rate": int(growth),
+        "num_rdbs": len(blocks),
+        "num_layers_per_rdb": len(layers),
+        "kernel_size": int(sfe.shape[-1]),
+        "in_channels": int(sfe.shape[1]),
+    }
+    # The local ensemble has no weights; the reference default (on) applies unless configured.
+    config = {"encoder": "rdn", "encoder_cfg": encoder_cfg, "decoder_cfg": {"p_max": p_max}}
+    return "gblsr_asr", config, sd
+
+
+def _model_from_config_file(config: str | os.PathLike | dict, arm_index: int) -> tuple[str, dict]:
+    """(arch, config) from a RunConfig YAML (reference) or a model YAML ``{model, args}``."""
+    from .training.config import RunConfig, expand_run_configs, load_config
+
+    cfg = load_config(config) if not isinstance(config, dict) else config
+    if "model" in cfg and isinstance(cfg["model"], (str, dict)):
+        spec = cfg["model"]
+        if isinstance(spec, dict):
+            return spec["name"], dict(spec.get("args") or {})
+        return spec, dict(cfg.get("args") or {})
+    if "arms" in cfg:
+        runs = expand_run_configs(cfg)
+        if not runs:
+            raise UserInputError("the run config lists no arms")
+        if not 0 <= arm_index < len(runs):
+            raise UserInputError(
+                f"--arm-index {arm_index} is out of range: the config has {len(runs)} run(s)"
+            )
+        return _native_from_run_config(runs[arm_index])
+    if "arm" in cfg and "experiment_id" in cfg:  # a single RunConfig dict (reference model.pt)
+        return _native_from_run_config(RunConfig.from_dict(cfg))
+    raise UserInputError("config is neither a run config (arms: ...) nor a model config (model:)")
+
+
+def _native_from_run_config(rc) -> tuple[str, dict]:
+    from .training.config import build_model_from_run_config
+
+    model = build_model_from_run_config(rc)
+    return model.registry_name, model.get_config()
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    config: str | os.PathLike | dict | None = None,
+    arm_index: int = 0,
+    local_ensemble: bool | None = None,
+) -> nn.Module:
+    """Load any supported checkpoint as a ready-to-run model (eval mode, on ``device``).
+
+    config:    a RunConfig YAML (reference native checkpoints) or a model YAML/dict
+               ``{model: NAME, args: {...}}``; overrides what the file says about itself.
+    arm_index: which (arm, seed) run of a RunConfig YAML.
+    local_ensemble: for arbitrary-scale GB-LSR files that carry no config (reference
+               state dicts), whether the checkpoint was trained with the local ensemble
+               (default True, as in the reference).
+    """
+    sd, info = read_checkpoint(path)
+    source = Path(path).name
+    arch = cfg = None
+    if config is not None:
+        arch, cfg = _model_from_config_file(config, arm_index)
+    elif info.get("format") == FORMAT:
+        arch = info.get("architecture")
+        try:
+            cfg = json.loads(info.get("config", ""))
+        except json.JSONDecodeError:
+            raise CheckpointError(f"damaged gblsr metadata in {source}: config is not JSON") from None
+    else:
+        payload = info.get("payload") or {}
+        embedded = payload.get("config") if isinstance(payload, dict) else None
+        if isinstance(embedded, dict) and "arm" in embedded:  # reference trainer's model.pt
+            arch, cfg = _native_from_run_config(_run_config_from_embedded(embedded))
+        else:
+            for conv in [*_CONVERTERS, lambda s, i: _infer_asr(s)]:
+                found = conv(sd, info)
+                if found is not None:
+                    arch, cfg, sd = found
+                    break
+        if arch is None:
+            if not sd:
+                raise CheckpointError(f"no model weights found in {source}")
+            if any(k.startswith("decoder.coeff_proj") or k.startswith("encoder.net.") for k in sd):
+                raise CheckpointError(
+                    f"{source} is a native GB-LSR state dict without its settings; pass the "
+                    "RunConfig YAML it was trained with (--config)"
+                )
+            raise CheckpointError(f"{source} is not a checkpoint of any model gblsr knows")
+    if arch == "gblsr_asr" and local_ensemble is not None:
+        cfg = {**cfg, "decoder_cfg": {**cfg.get("decoder_cfg", {}), "local_ensemble": local_ensemble}}
+    model = build_from_state_dict(arch, cfg, sd, source)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _run_config_from_embedded(d: dict[str, Any]):
+    from .training.config import RunConfig
+
+    d = dict(d)
+    d.setdefault("experiment_id", "checkpoint")
+    d.setdefault("run_dir", "")
+    d.setdefault("seed", 0)
+    return RunConfig.from_dict(d, where="the checkpoint's embedded config")
