@@ -100,12 +100,13 @@ def _sniff(path: Path) -> str:
     """'safetensors', 'torch' or 'unknown' from the first bytes, never from the extension."""
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return "torch"
+    # safetensors first: its 8-byte little-endian header length can start with 0x80 too.
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if 2 <= n <= 100_000_000 and head[8:9] == b"{":
             return "safetensors"
+    if head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"
     return "unknown"
 
 
@@ -135,8 +136,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:
-            msg = _one_line(e)
-            if "weights_only" in msg or "Unsupported global" in msg:
+            full, msg = str(e), _one_line(e)
+            if "Weights only load failed" in full or "Unsupported global" in full:
                 raise CheckpointError(
                     f"{p} holds Python objects beyond tensors and plain containers; gblsr never "
                     "unpickles those (convert it to safetensors where you trust it)"

@@ -1,0 +1,106 @@
+"""What every command shares: loading a model, choosing a device, turning user mistakes into one
+line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Callable
+
+import torch
+
+from ..errors import UserInputError
+
+__all__ = [
+    "EXIT_USER_ERROR",
+    "add_model_args",
+    "add_device_arg",
+    "resolve_device",
+    "load_model_from_args",
+    "positive_float",
+    "run_main",
+]
+
+EXIT_USER_ERROR = 2
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked for, but no CUDA device is available")
+    return dev
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--checkpoint",
+        required=required,
+        help="model file: gblsr safetensors (self-describing), or a reference .pt/.safetensors "
+        "state dict",
+    )
+    p.add_argument(
+        "--config",
+        help="RunConfig YAML of a reference native checkpoint, or a model YAML "
+        "(model: NAME, args: {...}); not needed for gblsr files",
+    )
+    p.add_argument(
+        "--arm-index",
+        type=int,
+        default=0,
+        help="with a RunConfig YAML: which (arm, seed) run, in arms x seeds order (default 0)",
+    )
+
+
+def load_model_from_args(args: argparse.Namespace, device: torch.device):
+    from ..checkpoint import load_model
+
+    return load_model(args.checkpoint, device=device, config=args.config, arm_index=args.arm_index)
+
+
+def run_main(prog: str, body: Callable[[], int]) -> int:
+    """Run a command body; user mistakes become ``prog: error: ...`` and exit code 2."""
+    try:
+        return body()
+    except UserInputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except torch.cuda.OutOfMemoryError:
+        print(f"{prog}: error: out of GPU memory; try --device cpu or a smaller --tile",
+              file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"{prog}: error: out of memory; try a smaller --tile", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A full disk, a read-only folder: the user's environment, not a bug.
+        print(f"{prog}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,51 @@
+"""gblsr-encode: run only the encoder and write a feature blob that gblsr-decode renders.
+
+The blob (safetensors) records which model made it (a fingerprint of its weights and config), so
+only that model decodes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..data.image_io import read_image
+from ..inference import encode_image, save_features
+from ._common import add_device_arg, add_model_args, load_model_from_args, resolve_device, run_main
+
+PROG = "gblsr-encode"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        usage="%(prog)s --checkpoint FILE --input IMAGE --output BLOB [options]",
+        description=__doc__.splitlines()[0],
+    )
+    add_model_args(p)
+    p.add_argument("--input", required=True, help="input image")
+    p.add_argument("--output", required=True, help="feature blob to write (.safetensors)")
+    add_device_arg(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        device = resolve_device(args.device)
+        image = read_image(args.input)
+        model = load_model_from_args(args, device)
+        enc = encode_image(model, image)
+        save_features(model, enc, args.output)
+        h, w = image.size
+        feat_bytes = enc.features.numel() * 4
+        print(f"{args.output}: features {tuple(enc.features.shape)} ({feat_bytes} bytes) "
+              f"from {h}x{w} ({3 * h * w} bytes as 8-bit RGB)")
+        return 0
+
+    return run_main(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
