@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import gblsr
 from gblsr.models import BasisConfig, EncoderConfig, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]

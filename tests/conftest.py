@@ -31,5 +31,3 @@ def native_model():
     with torch.no_grad():  # a non-trivial head, so every path shows in the output
         m.decoder.adaptivity.proj.weight.normal_(0, 0.3)
     return m
-
-

@@ -6,14 +6,13 @@ import json
 
 import pytest
 import torch
+from _helpers import TINY_RDN
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 import gblsr
 from gblsr.errors import CheckpointError
 from gblsr.training import expand_run_configs
-
-from _helpers import TINY_RDN
 
 
 def test_save_writes_architecture_config_and_version(tmp_path, asr_model):
@@ -138,7 +137,7 @@ class _Evil:
     [
         (b"", "not a checkpoint"),
         (b"hello, this is text", "not a checkpoint"),
-        (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": broken}", "damaged safetensors"),
+        (b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": broken}', "damaged safetensors"),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, content, message):
@@ -172,8 +171,11 @@ def test_missing_file_and_directory(tmp_path):
 
 
 def test_unknown_architecture_in_metadata(tmp_path, asr_model):
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "x.safetensors"),
-              metadata={"format": "gblsr.model", "architecture": "nope", "config": "{}"})
+    save_file(
+        {"w": torch.zeros(1)},
+        str(tmp_path / "x.safetensors"),
+        metadata={"format": "gblsr.model", "architecture": "nope", "config": "{}"},
+    )
     with pytest.raises(gblsr.errors.UserInputError, match="unknown model 'nope'"):
         gblsr.load_model(tmp_path / "x.safetensors")
 

@@ -33,18 +33,40 @@ def ckpts(tmp_path, asr_model, native_model):
 
 def test_reconstruct_scale_37_output_size(tmp_path, ckpts, capsys):
     src = write_png(tmp_path / "in.png", 64, 50)
-    code, text = run(reconstruct.main, ["--checkpoint", str(ckpts["asr"]), "--input", str(src),
-                                        "--scale", "3.7", "--output", str(tmp_path / "o.png")],
-                     capsys)
+    code, text = run(
+        reconstruct.main,
+        [
+            "--checkpoint",
+            str(ckpts["asr"]),
+            "--input",
+            str(src),
+            "--scale",
+            "3.7",
+            "--output",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+    )
     assert code == 0, text
     assert Image.open(tmp_path / "o.png").size == (round(3.7 * 50), round(3.7 * 64))
 
 
 def test_reconstruct_size_option(tmp_path, ckpts, capsys):
     src = write_png(tmp_path / "in.png", 9, 7)
-    code, text = run(reconstruct.main, ["--checkpoint", str(ckpts["asr"]), "--input", str(src),
-                                        "--size", "31x20", "--output", str(tmp_path / "o.png")],
-                     capsys)
+    code, text = run(
+        reconstruct.main,
+        [
+            "--checkpoint",
+            str(ckpts["asr"]),
+            "--input",
+            str(src),
+            "--size",
+            "31x20",
+            "--output",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+    )
     assert code == 0, text
     assert Image.open(tmp_path / "o.png").size == (20, 31)
 
@@ -56,9 +78,13 @@ def test_encode_then_decode_equals_reconstruct(tmp_path, ckpts, capsys, which, e
     ck = ["--checkpoint", str(ckpts[which])]
     blob, dec, rec = (tmp_path / n for n in ("f.safetensors", "dec.png", "rec.png"))
     assert run(encode.main, ck + ["--input", str(src), "--output", str(blob)], capsys)[0] == 0
-    assert run(decode.main, ck + ["--input", str(blob), "--output", str(dec)] + extra, capsys)[0] == 0
-    assert run(reconstruct.main, ck + ["--input", str(src), "--output", str(rec)] + extra,
-               capsys)[0] == 0
+    assert (
+        run(decode.main, ck + ["--input", str(blob), "--output", str(dec)] + extra, capsys)[0] == 0
+    )
+    assert (
+        run(reconstruct.main, ck + ["--input", str(src), "--output", str(rec)] + extra, capsys)[0]
+        == 0
+    )
     a, b = np.asarray(Image.open(dec)), np.asarray(Image.open(rec))
     assert a.shape == b.shape
     assert np.array_equal(a, b)
@@ -73,8 +99,9 @@ def test_native_reconstructs_at_input_size_and_refuses_scale(tmp_path, ckpts, ca
     ck = ["--checkpoint", str(ckpts["native"]), "--input", str(src)]
     assert run(reconstruct.main, ck + ["--output", str(tmp_path / "o.png")], capsys)[0] == 0
     assert Image.open(tmp_path / "o.png").size == (30, 21)
-    code, text = run(reconstruct.main, ck + ["--scale", "2", "--output", str(tmp_path / "x.png")],
-                     capsys)
+    code, text = run(
+        reconstruct.main, ck + ["--scale", "2", "--output", str(tmp_path / "x.png")], capsys
+    )
     assert code == 2 and "input size" in text
     assert not (tmp_path / "x.png").exists()
 
@@ -94,9 +121,20 @@ def test_odd_inputs(tmp_path, ckpts, capsys):
     img.save(rot, exif=exif)
     for src, size in [(tiny, (4, 4)), (pal, (30, 22)), (g16, (26, 18)), (rot, (15, 37))]:
         out = tmp_path / f"{src.stem}_out.png"
-        code, text = run(reconstruct.main, ["--checkpoint", str(ckpts["asr"]), "--input",
-                                            str(src), "--scale", "3.7", "--output", str(out)],
-                         capsys)
+        code, text = run(
+            reconstruct.main,
+            [
+                "--checkpoint",
+                str(ckpts["asr"]),
+                "--input",
+                str(src),
+                "--scale",
+                "3.7",
+                "--output",
+                str(out),
+            ],
+            capsys,
+        )
         assert code == 0, text
         assert Image.open(out).size == size, src.name
 
@@ -110,16 +148,27 @@ def _mistakes(tmp_path, ckpts):
     ck = str(ckpts["asr"])
     return [
         (reconstruct.main, ["--checkpoint", ck, "--input", str(trunc), "--scale", "2"]),
-        (reconstruct.main, ["--checkpoint", ck, "--input", str(tmp_path / "nope.png"),
-                            "--scale", "2"]),
+        (
+            reconstruct.main,
+            ["--checkpoint", ck, "--input", str(tmp_path / "nope.png"), "--scale", "2"],
+        ),
         (reconstruct.main, ["--checkpoint", ck, "--input", str(good), "--scale", "0"]),
         (reconstruct.main, ["--checkpoint", ck, "--input", str(good), "--scale", "nan"]),
         (reconstruct.main, ["--checkpoint", ck, "--input", str(good), "--scale", "-2"]),
         (reconstruct.main, ["--checkpoint", ck, "--input", str(good)]),
         (reconstruct.main, ["--checkpoint", ck, "--input", str(good), "--size", "12by3"]),
         (reconstruct.main, ["--checkpoint", str(notckpt), "--input", str(good), "--scale", "2"]),
-        (reconstruct.main, ["--checkpoint", str(tmp_path / "missing.safetensors"),
-                            "--input", str(good), "--scale", "2"]),
+        (
+            reconstruct.main,
+            [
+                "--checkpoint",
+                str(tmp_path / "missing.safetensors"),
+                "--input",
+                str(good),
+                "--scale",
+                "2",
+            ],
+        ),
         (decode.main, ["--checkpoint", ck, "--input", str(good), "--scale", "2"]),
     ]
 
@@ -144,12 +193,21 @@ def test_blob_from_another_model_is_refused(tmp_path, ckpts, capsys, asr_model):
     other_ck = gblsr.save_model(other, tmp_path / "other.safetensors")
     src = write_png(tmp_path / "in.png", 10, 10)
     blob = tmp_path / "f.safetensors"
-    assert run(encode.main, ["--checkpoint", str(ckpts["asr"]), "--input", str(src),
-                             "--output", str(blob)], capsys)[0] == 0
+    assert (
+        run(
+            encode.main,
+            ["--checkpoint", str(ckpts["asr"]), "--input", str(src), "--output", str(blob)],
+            capsys,
+        )[0]
+        == 0
+    )
     for ck in (other_ck, ckpts["native"]):
         out = tmp_path / "o.png"
-        code, text = run(decode.main, ["--checkpoint", str(ck), "--input", str(blob),
-                                       "--scale", "2", "--output", str(out)], capsys)
+        code, text = run(
+            decode.main,
+            ["--checkpoint", str(ck), "--input", str(blob), "--scale", "2", "--output", str(out)],
+            capsys,
+        )
         assert code == 2 and "another model" in text
         assert not out.exists()
 
@@ -157,7 +215,9 @@ def test_blob_from_another_model_is_refused(tmp_path, ckpts, capsys, asr_model):
 @pytest.mark.parametrize("name", ["reconstruct", "encode", "decode"])
 def test_module_and_script_entry_points(name):
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    for cmd in ([sys.executable, "-m", f"gblsr.cli.{name}", "--help"],
-                [sys.executable, str(repo / "scripts" / f"{name}.py"), "--help"]):
+    for cmd in (
+        [sys.executable, "-m", f"gblsr.cli.{name}", "--help"],
+        [sys.executable, str(repo / "scripts" / f"{name}.py"), "--help"],
+    ):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and "--checkpoint" in res.stdout

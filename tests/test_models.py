@@ -31,9 +31,16 @@ def test_fourier_mode_order_closed_form():
     s = torch.tensor(0.7)
     phi = fourier_basis_1d(u, 6, s)
     expected = torch.stack(
-        [torch.ones_like(u), torch.cos(math.pi * u * s), torch.sin(math.pi * u * s),
-         torch.cos(2 * math.pi * u * s), torch.sin(2 * math.pi * u * s),
-         torch.cos(3 * math.pi * u * s)], dim=-1)
+        [
+            torch.ones_like(u),
+            torch.cos(math.pi * u * s),
+            torch.sin(math.pi * u * s),
+            torch.cos(2 * math.pi * u * s),
+            torch.sin(2 * math.pi * u * s),
+            torch.cos(3 * math.pi * u * s),
+        ],
+        dim=-1,
+    )
     torch.testing.assert_close(phi, expected)
     # odd p_max ends on a sine
     assert torch.allclose(fourier_basis_1d(u, 5, s)[..., -1], torch.sin(2 * math.pi * u * s))
@@ -72,8 +79,10 @@ def test_one_patch_wide_input_uses_each_patch_own_order():
         for b in range(2):
             for r in range(3):
                 alone = model.decoder.render(
-                    full["coeffs"][b : b + 1, r : r + 1], full["s_e"][b : b + 1, r : r + 1],
-                    full["p_soft"][b : b + 1, r : r + 1])
+                    full["coeffs"][b : b + 1, r : r + 1],
+                    full["s_e"][b : b + 1, r : r + 1],
+                    full["p_soft"][b : b + 1, r : r + 1],
+                )
                 torch.testing.assert_close(full["patches"][b, r], alone[0, 0])
     assert full["p_soft"].flatten().unique().numel() == 6
 

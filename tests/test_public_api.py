@@ -55,8 +55,10 @@ def test_every_module_imports():
 
 def test_registry_builds_models_by_name():
     assert {"local_spectral", "global_fourier_mlp", "gblsr_asr"} <= set(gblsr.available())
-    m = gblsr.create_model("gblsr_asr", encoder_cfg={"num_features": 8, "growth_rate": 8,
-                                                     "num_rdbs": 1, "num_layers_per_rdb": 1})
+    m = gblsr.create_model(
+        "gblsr_asr",
+        encoder_cfg={"num_features": 8, "growth_rate": 8, "num_rdbs": 1, "num_layers_per_rdb": 1},
+    )
     assert isinstance(m, gblsr.GBLSRScalarASR)
     with pytest.raises(gblsr.errors.UserInputError, match="unknown model"):
         gblsr.create_model("no_such_model")

@@ -25,8 +25,9 @@ import json
 import os
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -105,7 +106,9 @@ def _sniff(path: Path) -> str:
         (n,) = struct.unpack("<Q", head[:8])
         if 2 <= n <= 100_000_000 and head[8:9] == b"{":
             return "safetensors"
-    if head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+    if head[:2] == b"PK" or (
+        head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    ):
         return "torch"
     return "unknown"
 
@@ -300,7 +303,9 @@ def load_model(
         try:
             cfg = json.loads(info.get("config", ""))
         except json.JSONDecodeError:
-            raise CheckpointError(f"damaged gblsr metadata in {source}: config is not JSON") from None
+            raise CheckpointError(
+                f"damaged gblsr metadata in {source}: config is not JSON"
+            ) from None
     else:
         payload = info.get("payload") or {}
         embedded = payload.get("config") if isinstance(payload, dict) else None
@@ -322,7 +327,10 @@ def load_model(
                 )
             raise CheckpointError(f"{source} is not a checkpoint of any model gblsr knows")
     if arch == "gblsr_asr" and local_ensemble is not None:
-        cfg = {**cfg, "decoder_cfg": {**cfg.get("decoder_cfg", {}), "local_ensemble": local_ensemble}}
+        cfg = {
+            **cfg,
+            "decoder_cfg": {**cfg.get("decoder_cfg", {}), "local_ensemble": local_ensemble},
+        }
     model = build_from_state_dict(arch, cfg, sd, source)
     model.eval()
     if device is not None:

@@ -129,8 +129,9 @@ def resize_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(1, h, w) -> (1, H, W): the alpha plane is resized on its own (bicubic, antialiased)."""
     if tuple(alpha.shape[-2:]) == tuple(size):
         return alpha
-    out = F.interpolate(alpha[None].float(), size=size, mode="bicubic", align_corners=False,
-                        antialias=True)
+    out = F.interpolate(
+        alpha[None].float(), size=size, mode="bicubic", align_corners=False, antialias=True
+    )
     return out[0].clamp(0, 1)
 
 
@@ -166,7 +167,9 @@ def _render_sr(model: nn.Module, feat: torch.Tensor, size: tuple[int, int]) -> t
     coef = model.decoder.coefficients(feat)
     coord = make_coord(size, dtype=coef.dtype, device=coef.device)
     step = 65536
-    parts = [model.decoder.query(coef, coord[s : s + step][None]) for s in range(0, len(coord), step)]
+    parts = [
+        model.decoder.query(coef, coord[s : s + step][None]) for s in range(0, len(coord), step)
+    ]
     return torch.cat(parts, dim=1)[0].view(*size, 3).permute(2, 0, 1)
 
 

@@ -14,7 +14,8 @@ architecture (see :mod:`gblsr.checkpoint`). Classes without those methods are bu
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import UserInputError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -93,14 +93,15 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except torch.cuda.OutOfMemoryError:
-        print(f"{prog}: error: out of GPU memory; try --device cpu or a smaller --tile",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: out of GPU memory; try --device cpu or a smaller --tile",
+            file=sys.stderr,
+        )
         return 1
     except MemoryError:
         print(f"{prog}: error: out of memory; try a smaller --tile", file=sys.stderr)
         return 1
     except OSError as e:
         # A full disk, a read-only folder: the user's environment, not a bug.
-        print(f"{prog}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(f"{prog}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -26,15 +26,19 @@ PROG = "gblsr-decode"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        usage="%(prog)s --checkpoint FILE --input BLOB --output IMAGE [--scale S | --size HxW] [options]",
+        usage="%(prog)s --checkpoint FILE --input BLOB --output IMAGE "
+        "[--scale S | --size HxW] [options]",
         description=__doc__.splitlines()[0],
     )
     add_model_args(p)
     p.add_argument("--input", required=True, help="feature blob from gblsr-encode")
     p.add_argument("--output", required=True, help="output image; format from the extension")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--scale", type=positive_float,
-                   help="arbitrary-scale models: output round(S*H) x round(S*W)")
+    g.add_argument(
+        "--scale",
+        type=positive_float,
+        help="arbitrary-scale models: output round(S*H) x round(S*W)",
+    )
     g.add_argument("--size", help="arbitrary-scale models: exact output size HxW")
     add_device_arg(p)
     return p

@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         save_features(model, enc, args.output)
         h, w = image.size
         feat_bytes = enc.features.numel() * 4
-        print(f"{args.output}: features {tuple(enc.features.shape)} ({feat_bytes} bytes) "
-              f"from {h}x{w} ({3 * h * w} bytes as 8-bit RGB)")
+        print(
+            f"{args.output}: features {tuple(enc.features.shape)} ({feat_bytes} bytes) "
+            f"from {h}x{w} ({3 * h * w} bytes as 8-bit RGB)"
+        )
         return 0
 
     return run_main(PROG, body)

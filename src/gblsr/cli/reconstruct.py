@@ -26,7 +26,8 @@ PROG = "gblsr-reconstruct"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        usage="%(prog)s --checkpoint FILE --input IMAGE --output IMAGE [--scale S | --size HxW] [options]",
+        usage="%(prog)s --checkpoint FILE --input IMAGE --output IMAGE "
+        "[--scale S | --size HxW] [options]",
         description="Reconstruct (native models) or super-resolve (arbitrary-scale models) one "
         "image. Any image Pillow reads works: greyscale, palette, RGBA (alpha is resized on its "
         "own and kept), 16-bit PNG; EXIF orientation is applied.",
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         rgb, alpha = reconstruct_image(model, image, scale=args.scale, size=size)
         write_image(args.output, rgb, alpha)
         h, w = image.size
-        print(f"{args.output}: {rgb.shape[-2]}x{rgb.shape[-1]} from {h}x{w} "
-              f"({model.registry_name})")
+        print(
+            f"{args.output}: {rgb.shape[-2]}x{rgb.shape[-1]} from {h}x{w} ({model.registry_name})"
+        )
         return 0
 
     return run_main(PROG, body)

@@ -40,4 +40,6 @@ class DataConfig:
         self.image_dirs = tuple(str(d) for d in self.image_dirs)
         policies = ("center_crop_or_upsample_to_size", "original")
         if self.resize_policy not in policies:
-            raise UserInputError(f"unknown resize_policy {self.resize_policy!r}; expected {policies}")
+            raise UserInputError(
+                f"unknown resize_policy {self.resize_policy!r}; expected {policies}"
+            )

@@ -88,7 +88,7 @@ class RDNEncoder(nn.Module):
         return dataclasses.asdict(self.cfg)
 
     @classmethod
-    def from_config(cls, config: dict) -> "RDNEncoder":
+    def from_config(cls, config: dict) -> RDNEncoder:
         return cls(RDNConfig(**config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -156,9 +157,7 @@ def measure_latency(
 
     peak = None
     if track_peak_memory:
-        peak = (
-            torch.cuda.max_memory_allocated(sample.device) / 2**20 if is_cuda else _cpu_peak_mb()
-        )
+        peak = torch.cuda.max_memory_allocated(sample.device) / 2**20 if is_cuda else _cpu_peak_mb()
     median, mean, std, p90, p95 = summarize_times(times)
     return LatencyResult(sorted(times), median, mean, std, p90, p95, peak, cfg)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -91,7 +91,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -168,7 +168,9 @@ class LocalSpectralDecoder(nn.Module):
             encoder_cfg.d_feat,
             s_e_range=basis_cfg.s_e_range,
             p_soft_range=basis_cfg.p_soft_range,
-            bandwidth_mode="local_logspace" if bandwidth_mode == "local_logspace" else "local_linear",
+            bandwidth_mode="local_logspace"
+            if bandwidth_mode == "local_logspace"
+            else "local_linear",
         )
         if bandwidth_mode == "global_scalar":
             self.global_s_raw = nn.Parameter(torch.zeros(()))

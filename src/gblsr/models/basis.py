@@ -80,9 +80,7 @@ def fourier_basis_1d(coord: torch.Tensor, p_max: int, s_e: torch.Tensor | float)
     return torch.stack(torch.broadcast_tensors(*modes), dim=-1)
 
 
-def build_1d_basis(
-    coord: torch.Tensor, p_max: int, s_e: torch.Tensor, family: str
-) -> torch.Tensor:
+def build_1d_basis(coord: torch.Tensor, p_max: int, s_e: torch.Tensor, family: str) -> torch.Tensor:
     """Evaluate a 1-D basis on a coordinate vector for every bandwidth in ``s_e``.
 
     coord: (L,) local coordinates in [-1, 1].

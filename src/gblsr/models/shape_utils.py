@@ -81,9 +81,7 @@ def make_valid_patch_mask(
         raise ValueError(f"patch_size must be positive, got {patch_size}")
     ph, pw = int(pad_info["padded_h"]), int(pad_info["padded_w"])
     if ph % patch_size or pw % patch_size:
-        raise ValueError(
-            f"padded shape ({ph}, {pw}) is not a multiple of patch_size={patch_size}"
-        )
+        raise ValueError(f"padded shape ({ph}, {pw}) is not a multiple of patch_size={patch_size}")
 
     def overlaps(n: int, start: int, length: int) -> torch.Tensor:
         lo = torch.arange(n, device=device) * patch_size

@@ -77,7 +77,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "run config") -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], where: str = "run config") -> RunConfig:
         d = dict(d)
         data = d.pop("data", None) or {}
         _check_keys(cls, d, where)
