@@ -1,1 +1,95 @@
-"""(filled in below)"""
+"""Data: image I/O, MATLAB/Pillow resizing, evaluation datasets and region labels.
+
+Everything in :mod:`gblsr.data.image_io` is re-exported here, and every image gblsr reads goes
+through it.
+"""
+
+from .datasets import (
+    LR_SOURCES,
+    BenchmarkImages,
+    DIV2KImages,
+    DTDImages,
+    FlatImageFolder,
+    ImageDataset,
+    ImageTooSmallError,
+    KodakImages,
+    SRPairs,
+    SRSample,
+    make_lr,
+    open_dataset,
+)
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    ImageData,
+    atomic_write,
+    read_image,
+    read_rgb_uint8,
+    to_uint8,
+    write_image,
+)
+from .regions import (
+    REGIONS,
+    RegionThresholds,
+    fit_region_thresholds,
+    label_patches,
+    load_or_fit_thresholds,
+    load_thresholds,
+    per_patch_edge_density,
+    per_patch_hf_fraction,
+    save_thresholds,
+)
+from .resize import (
+    hr_crop_for_scale,
+    imresize,
+    lr_size_for_scale,
+    output_size,
+    pil_bicubic,
+    pil_resize,
+)
+
+# --- Training data (gblsr.data.training_data) --------------------------------------------------
+# Reserved for DataConfig, build_datasets and PatchCropDataset: import them here and add their
+# names to __all__ below once training_data.py exists.
+# -------------------------------------------------------------------------------------------------
+
+__all__ = [
+    # image_io
+    "IMAGE_EXTENSIONS",
+    "ImageData",
+    "atomic_write",
+    "read_image",
+    "read_rgb_uint8",
+    "to_uint8",
+    "write_image",
+    # resize
+    "imresize",
+    "pil_resize",
+    "pil_bicubic",
+    "output_size",
+    "lr_size_for_scale",
+    "hr_crop_for_scale",
+    # datasets
+    "ImageDataset",
+    "BenchmarkImages",
+    "DIV2KImages",
+    "DTDImages",
+    "KodakImages",
+    "FlatImageFolder",
+    "open_dataset",
+    "SRSample",
+    "SRPairs",
+    "make_lr",
+    "LR_SOURCES",
+    "ImageTooSmallError",
+    # regions
+    "REGIONS",
+    "RegionThresholds",
+    "label_patches",
+    "fit_region_thresholds",
+    "save_thresholds",
+    "load_thresholds",
+    "load_or_fit_thresholds",
+    "per_patch_hf_fraction",
+    "per_patch_edge_density",
+    # training data: DataConfig, build_datasets, PatchCropDataset (see the marked spot above)
+]

@@ -21,7 +21,7 @@ weight tables are computed in float64 on the CPU and moved to the tensor's devic
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -110,6 +110,14 @@ def output_size(
     H, W = int(in_size[0]), int(in_size[1])
     if scale is None and size is None:
         raise ValueError("imresize needs a scale or an output size")
+    if scale is not None:
+        for f in _pair(scale, "scale"):
+            try:
+                ok = math.isfinite(float(f)) and float(f) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"resize scale must be a positive finite number, got {f!r}")
     if size is not None:
         sh, sw = _pair(size, "size")
         if sh is None and sw is None:
@@ -189,21 +197,34 @@ def resize_weights(
     return w[:, keep].contiguous(), idx[:, keep].contiguous()
 
 
+def _resize_rows(
+    x: torch.Tensor, w: torch.Tensor, idx: torch.Tensor, quantise: bool
+) -> torch.Tensor:
+    """Apply taps (out, P) along dim -2 of a float tensor, accumulating tap by tap.
+
+    Taps are summed in order (as MATLAB's loop does), so exact .5 ties round the same way.
+    Gathering whole rows (dim -2) is contiguous and fast; callers transpose for the other axis.
+    """
+    w = w.to(device=x.device, dtype=x.dtype)
+    idx = idx.to(x.device)
+    out = None
+    for p in range(w.shape[1]):
+        term = x.index_select(-2, idx[:, p]) * w[:, p, None]
+        out = term if out is None else out.add_(term)
+    if quantise:
+        # MATLAB stores each pass in the input class: saturate, round half away from zero.
+        out = torch.floor(out.clamp_(0.0, 255.0).add_(0.5))
+    return out
+
+
 def _resize_axis(
     x: torch.Tensor, dim: int, w: torch.Tensor, idx: torch.Tensor, quantise: bool
 ) -> torch.Tensor:
-    """Apply taps (out, P) along ``dim`` (-1 or -2) of a float tensor, accumulating tap by tap."""
-    w = w.to(device=x.device, dtype=x.dtype)
-    idx = idx.to(x.device)
-    shape = (-1, 1) if dim == -2 else (-1,)
-    out = None
-    for p in range(w.shape[1]):
-        term = x.index_select(dim, idx[:, p]) * w[:, p].reshape(shape)
-        out = term if out is None else out + term
-    if quantise:
-        # MATLAB stores each pass in the input class: saturate, round half away from zero.
-        out = torch.floor(out.clamp(0.0, 255.0) + 0.5)
-    return out
+    """Resize along ``dim`` (-1 or -2) with taps (out, P); returns a contiguous tensor."""
+    if dim == -2:
+        return _resize_rows(x, w, idx, quantise)
+    xt = x.transpose(-1, -2).contiguous()
+    return _resize_rows(xt, w, idx, quantise).transpose(-1, -2).contiguous()
 
 
 def imresize(
@@ -262,7 +283,13 @@ def imresize(
 
 # --------------------------------------------------------------------------- Pillow
 
-_PIL_METHODS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST", "lanczos": "LANCZOS", "box": "BOX"}
+_PIL_METHODS = {
+    "bicubic": "BICUBIC",
+    "bilinear": "BILINEAR",
+    "nearest": "NEAREST",
+    "lanczos": "LANCZOS",
+    "box": "BOX",
+}
 
 
 def pil_resize(
