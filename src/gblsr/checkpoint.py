@@ -35,7 +35,7 @@ import torch.nn as nn
 from ._version import __version__
 from .data.image_io import atomic_write
 from .errors import CheckpointError, UserInputError
-from .registry import lookup
+from .registry import _ensure_builtin, lookup
 
 __all__ = [
     "FORMAT",
@@ -312,6 +312,7 @@ def load_model(
         if isinstance(embedded, dict) and "arm" in embedded:  # reference trainer's model.pt
             arch, cfg = _native_from_run_config(_run_config_from_embedded(embedded))
         else:
+            _ensure_builtin()  # registers the converters of built-in packages
             for conv in [*_CONVERTERS, lambda s, i: _infer_asr(s)]:
                 found = conv(sd, info)
                 if found is not None:

@@ -43,7 +43,7 @@ def register(kind: str, name: str) -> Callable[[type], type]:
 
 def _ensure_builtin() -> None:
     # Importing the packages runs their @register decorators.
-    from . import asr, encoders, models  # noqa: F401
+    from . import asr, encoders, models, peers  # noqa: F401
 
 
 def lookup(kind: str, name: str) -> type:

@@ -1,5 +1,13 @@
 """Image encoders, registered under kind ``"encoder"`` (see :mod:`gblsr.registry`)."""
 
+from .edsr import EDSRConfig, EDSREncoder
 from .rdn import RDNConfig, RDNEncoder, ResidualDenseBlock, build_rdn_encoder
 
-__all__ = ["RDNConfig", "RDNEncoder", "ResidualDenseBlock", "build_rdn_encoder"]
+__all__ = [
+    "EDSRConfig",
+    "EDSREncoder",
+    "RDNConfig",
+    "RDNEncoder",
+    "ResidualDenseBlock",
+    "build_rdn_encoder",
+]

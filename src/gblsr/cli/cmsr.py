@@ -1,0 +1,120 @@
+"""gblsr-cmsr: build CMSR scale-to-modulation tables for an LM-LIIF / LM-LTE checkpoint.
+
+    gblsr-cmsr --checkpoint lm-liif.pth --data DIV2K/DIV2K_train_HR --scale 6 12 18 \
+        --out lm-liif_mse2e-5.yaml
+
+Re-implements LMF's init_cmsr.py (see :func:`gblsr.peers.cmsr.build_table`): for each target
+scale S, every HR image (sorted by file name) is cropped to a multiple of S and shrunk with
+Pillow's bicubic filter; the table {decode scale: intensity threshold} is lowered wherever
+rendering at a coarser scale and upsampling stays within ``--mse-threshold`` of the full render.
+An existing ``--out`` file is updated (its other tables are kept), as init_cmsr.py does. Use the
+result with ``predict_full(lr, H, W, cmsr="table.yaml")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserInputError
+from ._common import add_device_arg, resolve_device, run_main
+
+PROG = "gblsr-cmsr"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..peers.cmsr import DEFAULT_MSE_THRESHOLD
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Build CMSR scale-to-modulation tables (LMF's init_cmsr.py) for an LM-LIIF "
+        "or LM-LTE checkpoint.",
+    )
+    p.add_argument("--checkpoint", required=True, help="LM-LIIF / LM-LTE checkpoint (any format)")
+    p.add_argument(
+        "--data", required=True, nargs="+", help="folders of HR images (official: DIV2K train)"
+    )
+    p.add_argument(
+        "--scale",
+        required=True,
+        nargs="+",
+        type=_positive_int,
+        help="integer target scales, e.g. 6 12 18 (the LMF README: 2 3 4 6 12 18)",
+    )
+    p.add_argument("--out", required=True, help="YAML file to write (updated if it exists)")
+    p.add_argument(
+        "--mse-threshold",
+        type=float,
+        default=DEFAULT_MSE_THRESHOLD,
+        help=f"MSE bound in the [-1, 1] range (default {DEFAULT_MSE_THRESHOLD:g})",
+    )
+    p.add_argument("--trained-scale", type=float, default=4, help="largest training scale (4)")
+    p.add_argument("--max-images", type=_positive_int, help="use the first N images of each folder")
+    add_device_arg(p)
+    return p
+
+
+def _images(folders: list[str], max_images: int | None) -> list[Path]:
+    out = []
+    for folder in folders:
+        d = Path(folder)
+        if not d.is_dir():
+            raise UserInputError(f"not a folder: {d}")
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise UserInputError(f"no images in {d}")
+        out += files[:max_images] if max_images else files
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from ..checkpoint import load_model
+        from ..data.image_io import read_rgb_uint8
+        from ..peers.cmsr import build_table, load_tables, save_tables
+
+        if not args.mse_threshold > 0:
+            raise UserInputError("--mse-threshold must be positive")
+        device = resolve_device(args.device)
+        model = load_model(args.checkpoint, device=device)
+        if not hasattr(model, "modulations"):
+            raise UserInputError(
+                f"{model.registry_name} has no latent modulations; CMSR is for lmliif / lmlte"
+            )
+        files = _images(args.data, args.max_images)
+        out = Path(args.out)
+        tables = load_tables(out) if out.exists() else {}
+        for scale in args.scale:
+            images = (read_rgb_uint8(p) for p in files)
+            tables = build_table(
+                model,
+                images,
+                scale,
+                tables,
+                mse_threshold=args.mse_threshold,
+                trained_scale=args.trained_scale,
+            )
+            save_tables(tables, out)
+            print(f"x{scale}: {tables[scale]}", file=sys.stderr)
+        print(out)
+        return 0
+
+    return run_main(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
