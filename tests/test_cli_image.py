@@ -221,3 +221,25 @@ def test_module_and_script_entry_points(name):
     ):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and "--checkpoint" in res.stdout
+
+
+@pytest.mark.parametrize("arch", ["liif", "lte", "lmlte"])
+def test_peer_models_encode_decode_equals_reconstruct(tmp_path, capsys, arch):
+    import torch
+
+    torch.manual_seed(0)
+    tiny = {"encoder": "edsr", "encoder_cfg": {"num_blocks": 1, "num_features": 8}}
+    model = gblsr.create_model(arch, **tiny)
+    ck = ["--checkpoint", str(gblsr.save_model(model, tmp_path / f"{arch}.safetensors"))]
+    src = write_png(tmp_path / "in.png", 9, 11)
+    blob, dec, rec = (tmp_path / n for n in ("f.safetensors", "dec.png", "rec.png"))
+    extra = ["--scale", "2.5"]
+    assert run(encode.main, ck + ["--input", str(src), "--output", str(blob)], capsys)[0] == 0
+    assert run(decode.main, ck + ["--input", str(blob), "--output", str(dec)] + extra, capsys)[
+        0
+    ] == 0
+    code, text = run(reconstruct.main, ck + ["--input", str(src), "--output", str(rec)] + extra,
+                     capsys)
+    assert code == 0, text
+    a, b = np.asarray(Image.open(dec)), np.asarray(Image.open(rec))
+    assert a.shape == (22, 28, 3) and np.array_equal(a, b)

@@ -4,7 +4,9 @@
 ``gblsr-encode`` and decoded by ``gblsr-decode`` gives exactly what ``gblsr-reconstruct`` gives.
 
 A feature blob is a safetensors file:
-    tensors  ``features`` (1, D, h, w) float32 encoder output; ``alpha`` (1, H, W) uint8 if any
+    tensors  ``state.<name>``: what the model's ``encode_state`` returns (float32; e.g.
+             ``state.features`` (1, D, h, w), the encoder output of GB-LSR), ``alpha`` (1, H, W)
+             uint8 if the image had transparency
     metadata format "gblsr.features", gblsr_version, architecture, model_sha256 (fingerprint of
              the weights and config that made it), task, input_h, input_w, pad_info (JSON)
 """
@@ -30,9 +32,13 @@ from .errors import CheckpointError, UserInputError
 
 __all__ = [
     "FEATURES_FORMAT",
+    "DEFAULT_MAX_MEMORY",
     "EncodedImage",
     "output_size",
     "parse_size",
+    "parse_bytes",
+    "render_bands",
+    "write_decoded",
     "model_fingerprint",
     "encode_image",
     "decode_features",
@@ -43,6 +49,10 @@ __all__ = [
 ]
 
 FEATURES_FORMAT = "gblsr.features"
+
+# Working memory the renderer of an arbitrary-scale model may use on top of the model and its
+# coefficients when writing an image (see --max-memory); a PNG is written band by band within it.
+DEFAULT_MAX_MEMORY = 1 << 30
 
 
 def output_size(
@@ -90,9 +100,14 @@ def model_fingerprint(model: nn.Module) -> str:
 
 @dataclass
 class EncodedImage:
-    """What decoding needs: encoder features plus the geometry of the input."""
+    """What decoding needs: the model's encoded tensors plus the geometry of the input.
 
-    features: torch.Tensor  # (1, D, h, w)
+    state: for arbitrary-scale models what ``model.encode_state`` returns (rebuilt into a
+    renderable representation by ``model.representation``); for native models
+    ``{"features": (1, D, nH, nW)}`` with ``pad_info``.
+    """
+
+    state: dict[str, torch.Tensor]
     input_size: tuple[int, int]
     task: str
     pad_info: dict[str, Any] | None = None
@@ -110,14 +125,15 @@ def encode_image(model: nn.Module, image: ImageData) -> EncodedImage:
     """Run the encoder on one image."""
     x = image.rgb.unsqueeze(0).to(_device_of(model))
     task = getattr(model, "task", None)
-    if task == "sr":
-        feat, pad_info = model.encoder(x), None
+    if task == "sr" and hasattr(model, "encode_state"):
+        state, pad_info = model.encode_state(x), None
     elif task == "reconstruction" and hasattr(model, "encode"):
         feat, pad_info = model.encode(x)
+        state = {"features": feat}
     else:
         raise UserInputError(f"{type(model).__name__} cannot be split into encode and decode")
     return EncodedImage(
-        features=feat.float(),
+        state={k: v.float() for k, v in state.items()},
         input_size=image.size,
         task=task,
         pad_info=pad_info,
@@ -143,11 +159,10 @@ def decode_features(
     size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Render an encoded image: returns (rgb (3, H, W) clamped to [0, 1], alpha or None)."""
-    feat = enc.features.to(_device_of(model))
     h, w = enc.input_size
     if enc.task == "sr":
         out_hw = output_size(h, w, scale, size)
-        rgb = _render_sr(model, feat, out_hw)
+        rgb = _render_sr(model, enc, out_hw)
     else:
         if (scale is not None and scale != 1) or (size is not None and tuple(size) != (h, w)):
             raise UserInputError(
@@ -155,22 +170,180 @@ def decode_features(
                 "are for arbitrary-scale models"
             )
         out_hw = (h, w)
+        feat = enc.state["features"].to(_device_of(model))
         rgb = model.decode(feat, enc.pad_info)["recon"][0]
     alpha = None if enc.alpha is None else resize_alpha(enc.alpha, out_hw)
     return rgb.clamp(0, 1).cpu(), alpha
 
 
-def _render_sr(model: nn.Module, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(1, D, h, w) encoder features -> (3, H, W) for an arbitrary-scale model."""
-    from .asr.coord import make_coord
+def _representation(model: nn.Module, enc: EncodedImage):
+    """The renderable representation of an encoded image, on the model's device."""
+    device = _device_of(model)
+    return model.representation(
+        {k: v.to(device) for k, v in enc.state.items()}, input_size=enc.input_size
+    )
 
-    coef = model.decoder.coefficients(feat)
-    coord = make_coord(size, dtype=coef.dtype, device=coef.device)
-    step = 65536
-    parts = [
-        model.decoder.query(coef, coord[s : s + step][None]) for s in range(0, len(coord), step)
-    ]
-    return torch.cat(parts, dim=1)[0].view(*size, 3).permute(2, 0, 1)
+
+def _render_sr(
+    model: nn.Module,
+    enc: EncodedImage,
+    size: tuple[int, int],
+    max_memory: int | None = None,
+    tile: int | None = None,
+) -> torch.Tensor:
+    """An encoded image -> (3, H, W) for an arbitrary-scale model."""
+    rep = _representation(model, enc)
+    return rep.render(*size, max_pixels=tile, max_memory=_budget(rep, max_memory, tile))[0]
+
+
+def _budget(rep, max_memory: int | None, tile: int | None) -> int | None:
+    """Transient bytes per band: a quarter of --max-memory is left to the band's conversion to
+    8 bits and its compression, and bands are no bigger than render fastest on the device."""
+    from .asr.render import preferred_tile_budget
+
+    if max_memory is None and tile is not None:
+        return None
+    cap = (3 * (max_memory if max_memory is not None else DEFAULT_MAX_MEMORY)) // 4
+    return min(cap, preferred_tile_budget(rep.device))
+
+
+def parse_bytes(text: str) -> int:
+    """'512M', '2G', '1.5GiB', '1000000' -> bytes (K/M/G/T are powers of 1024)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        value = float(t) * mult
+    except ValueError:
+        raise UserInputError(f"memory size must look like 512M or 2G, got {text!r}") from None
+    if not math.isfinite(value) or value < (1 << 20):
+        raise UserInputError(f"memory size must be at least 1M, got {text!r}")
+    return int(value)
+
+
+@torch.no_grad()
+def render_bands(
+    model: nn.Module,
+    enc: EncodedImage,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    *,
+    max_memory: int | None = None,
+    tile: int | None = None,
+):
+    """Render an encoded image as bands of full rows: returns ((H, W), iterator of
+    (top, rgb (3, rows, W) float in [0, 1] on the CPU)).
+
+    Arbitrary-scale models render band by band within ``max_memory`` bytes of working memory
+    (default :data:`DEFAULT_MAX_MEMORY`) or ``tile`` output pixels per band; the bands are exact
+    pieces of the same rendering that :func:`decode_features` returns. Native models
+    reconstruct at the input size in one band.
+    """
+    h, w = enc.input_size
+    if enc.task != "sr":
+        rgb, _ = decode_features(model, enc, scale=scale, size=size)
+        return (h, w), iter([(0, rgb)])
+    out_hw = output_size(h, w, scale, size)
+    rep = _representation(model, enc)
+    budget = _budget(rep, max_memory, tile)
+
+    def bands():
+        with torch.no_grad():
+            for top, band in rep.iter_rows(*out_hw, max_pixels=tile, max_memory=budget):
+                yield top, band[0].clamp_(0, 1).cpu()
+
+    return out_hw, bands()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+# Formats Pillow writes whose side length is limited (pixels).
+_FORMAT_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+
+
+def write_decoded(
+    model: nn.Module,
+    enc: EncodedImage,
+    path: str | os.PathLike,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    *,
+    max_memory: int | None = None,
+    tile: int | None = None,
+    compress_level: int = 6,
+) -> tuple[int, int]:
+    """Render an encoded image into an image file (atomically); returns (H, W).
+
+    PNG output is streamed: each band is converted to 8 bits and compressed as soon as it is
+    rendered, so only one band of the image is ever in memory (apart from a resized alpha plane,
+    when the input had one). Other formats are assembled as one 8-bit array and written by
+    Pillow, and are refused when that array would exceed ``max_memory``.
+    """
+    from PIL import Image
+
+    from .data.image_io import ImageError
+    from .data.png_stream import write_png_streamed
+
+    target = Path(path)
+    fmt = Image.registered_extensions().get(target.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"unknown image extension {target.suffix!r} for output {target}")
+    if tile is not None and tile < 1:
+        raise UserInputError(f"--tile must be a positive number of pixels, got {tile}")
+    (H, W), bands = render_bands(
+        model, enc, scale=scale, size=size, max_memory=max_memory, tile=tile
+    )
+    keep_alpha = enc.alpha is not None and fmt in ("PNG", "WEBP", "TIFF")
+    channels = 4 if keep_alpha else 3
+    alpha8 = to_uint8(resize_alpha(enc.alpha, (H, W)))[0] if keep_alpha else None
+
+    def rows_uint8():
+        for top, band in bands:
+            # to_uint8's arithmetic, in place: the band is ours and may be big.
+            rgb8 = band.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0)
+            if alpha8 is not None:
+                a = alpha8[top : top + rgb8.shape[0]].unsqueeze(-1)
+                rgb8 = torch.cat([rgb8, a], dim=-1)
+            yield rgb8.numpy()
+
+    if fmt == "PNG":
+        try:
+            write_png_streamed(target, W, H, channels, rows_uint8(), compress_level)
+        except OSError as e:
+            raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
+        return H, W
+
+    limit = _FORMAT_MAX_SIDE.get(fmt)
+    if limit is not None and max(H, W) > limit:
+        raise UserInputError(
+            f"{fmt} images are limited to {limit} pixels per side; {H}x{W} needs a .png output"
+        )
+    nbytes = H * W * channels
+    budget = max_memory if max_memory is not None else 4 * DEFAULT_MAX_MEMORY
+    if nbytes > budget:
+        raise UserInputError(
+            f"a {H}x{W} {fmt} image is written whole ({_mib(nbytes)} in memory, over the "
+            f"{_mib(budget)} allowed); write a .png, which is streamed, or raise --max-memory"
+        )
+    import numpy as np
+
+    arr = np.empty((H, W, channels), dtype=np.uint8)
+    row = 0
+    for band in rows_uint8():
+        arr[row : row + band.shape[0]] = band
+        row += band.shape[0]
+    mode = "RGBA" if channels == 4 else "RGB"
+    img = Image.fromarray(arr, mode)
+    try:
+        atomic_write(target, lambda tmp: img.save(tmp, format=fmt))
+    except OSError as e:
+        raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
+    return H, W
 
 
 def reconstruct_image(
@@ -188,7 +361,7 @@ def save_features(model: nn.Module, enc: EncodedImage, path: str | os.PathLike) 
     from safetensors.torch import save_file
 
     arch, _ = model_identity(model)
-    tensors = {"features": enc.features.detach().cpu().contiguous()}
+    tensors = {f"state.{k}": v.detach().cpu().contiguous() for k, v in enc.state.items()}
     if enc.alpha is not None:
         tensors["alpha"] = to_uint8(enc.alpha).contiguous()
     meta = {
@@ -210,7 +383,8 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
 
     tensors, meta = read_checkpoint(path)
     name = Path(path).name
-    if meta.get("format") != FEATURES_FORMAT or "features" not in tensors:
+    state = {k[len("state.") :]: v.float() for k, v in tensors.items() if k.startswith("state.")}
+    if meta.get("format") != FEATURES_FORMAT or not state:
         raise CheckpointError(f"{name} is not a gblsr feature blob (make one with gblsr-encode)")
     if meta.get("model_sha256") != model_fingerprint(model):
         raise CheckpointError(
@@ -224,7 +398,7 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
         raise CheckpointError(f"damaged metadata in feature blob {name}") from None
     alpha = tensors.get("alpha")
     return EncodedImage(
-        features=tensors["features"].float(),
+        state=state,
         input_size=size,
         task=meta.get("task", ""),
         pad_info=pad_info,

@@ -14,6 +14,14 @@ Rendering rules that decide the last bits (shared with LIIF and LTE):
     centre as ``grid_sample(mode="nearest", align_corners=False)`` picks it;
   * the offset uses the unshifted point, scaled by (h, w);
   * blend weight = |dy * dx| + 1e-9 of the diagonally opposite corner, over the sum of all four.
+
+Two ways to render, both equal to the reference to ~3e-7 relative:
+  * :meth:`GBLSRScalarASRDecoder.forward` / :meth:`~GBLSRScalarASRDecoder.query`: arbitrary
+    points (training); the owning cells come from a one-channel map of cell numbers and the
+    coefficient rows are gathered by index, not by a 3 p^2-channel ``grid_sample``;
+  * :meth:`GBLSRScalarASRDecoder.encode` -> :class:`~gblsr.asr.render.ASRRepresentation`:
+    regular output grids of any size (inference), with the separable renderer of
+    :mod:`gblsr.asr.render`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch.nn.functional as F
 from ..models.basis import fourier_basis_1d
 from ..registry import register
 from .coord import axis_centres
+from .render import ASRRepresentation, nearest_cells_1d
 
 __all__ = [
     "GBLSRScalarASRDecoder",
@@ -67,15 +76,11 @@ def owning_cells(coord: torch.Tensor, h: int, w: int) -> torch.Tensor:
     idx_dtype = torch.float64 if coord.dtype == torch.float64 else torch.float32
     numbers = torch.arange(h * w, device=coord.device, dtype=idx_dtype).view(1, 1, h, w)
     grid = coord.to(idx_dtype).flip(-1).unsqueeze(1)  # (B, 1, Q, 2) in (x, y)
-    picked = F.grid_sample(
-        numbers.expand(b, 1, h, w), grid, mode="nearest", align_corners=False
-    )
+    picked = F.grid_sample(numbers.expand(b, 1, h, w), grid, mode="nearest", align_corners=False)
     return picked[:, 0, 0, :].long()
 
 
-def contract_cells(
-    coef: torch.Tensor, phi_y: torch.Tensor, phi_x: torch.Tensor
-) -> torch.Tensor:
+def contract_cells(coef: torch.Tensor, phi_y: torch.Tensor, phi_x: torch.Tensor) -> torch.Tensor:
     """sum_ij coef[..., c, i, j] * phi_y[..., i] * phi_x[..., j].
 
     coef: (..., 3, p, p); phi_y, phi_x: (..., p). returns (..., 3).
@@ -129,6 +134,61 @@ class GBLSRScalarASRDecoder(nn.Module):
         """(B, D, h, w) -> (B, 3 * p_max^2, h, w) coefficient map."""
         return self.coeff_proj(feat)
 
+    def encode(
+        self, feat: torch.Tensor, input_size: tuple[int, int] | None = None
+    ) -> ASRRepresentation:
+        """Features (B, D, h, w) -> an :class:`ASRRepresentation` that renders any size.
+
+        The 1x1 projection is computed as one GEMM per band of feature rows whose output rows
+        (pixels, ordered column-major) already hold each cell's coefficients in the rendering
+        layout's order, so filling the layout moves contiguous runs of 3 p floats rather than
+        transposing the whole map. Without autograd the bands are written straight into the
+        layout: the peak is one coefficient map (12x the features at p_max = 16), not two.
+        """
+        p = self.p_max
+        b, d, h, w = feat.shape
+        weight = self.coeff_proj.weight.view(3, p, p, d)  # [c, k, l, d]
+        # (d, (l, c, k)) and ((l, c, k),): columns in the order the layout stores them.
+        w_t = weight.permute(3, 2, 0, 1).reshape(d, 3 * p * p)
+        bias = self.coeff_proj.bias.view(3, p, p).permute(2, 0, 1).reshape(-1)
+
+        def pixels(bi: int, r0: int, r1: int) -> torch.Tensor:
+            # Features of a band of rows, one row per pixel in (column, row) order: (w rr, d).
+            x = feat[bi, :, r0:r1].permute(2, 1, 0).reshape(w * (r1 - r0), d)
+            return x.to(w_t.dtype)
+
+        needs_grad = torch.is_grad_enabled() and (
+            feat.requires_grad or any(t.requires_grad for t in self.coeff_proj.parameters())
+        )
+        if needs_grad:
+            cells = torch.stack(
+                [
+                    torch.addmm(bias, pixels(bi, 0, h), w_t).view(w, h, p, 3 * p).transpose(1, 2)
+                    for bi in range(b)
+                ]
+            ).reshape(b, w, p, h, 3, p)
+        else:
+            cells = feat.new_empty(b, w, p, h, 3, p, dtype=w_t.dtype)
+            # Bands of ~16 MiB of float32 coefficients, computed into one reused buffer (fresh
+            # large buffers cost a page fault per 4 KiB on every use).
+            rows = max(1, (4 << 20) // max(1, 3 * p * p * w))
+            buf = None
+            for bi in range(b):
+                for r0 in range(0, h, rows):
+                    r1 = min(h, r0 + rows)
+                    x = pixels(bi, r0, r1)
+                    if buf is None:
+                        buf = x.new_empty(w * rows, 3 * p * p)
+                    coef = torch.mm(x, w_t, out=buf[: x.shape[0]])
+                    # Bias added on the way into the layout: runs of 3 p floats per cell.
+                    torch.add(
+                        coef.view(w, r1 - r0, p, 3 * p).transpose(1, 2),
+                        bias.view(p, 1, 3 * p),
+                        out=cells[bi, :, :, r0:r1].view(w, p, r1 - r0, 3 * p),
+                    )
+            del buf
+        return ASRRepresentation(cells, self.bandwidth(), self.local_ensemble, input_size or (h, w))
+
     def query(self, coef: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
         """Render arbitrary points from a coefficient map.
 
@@ -144,19 +204,30 @@ class GBLSRScalarASRDecoder(nn.Module):
         batch_base = (torch.arange(b, device=coord.device) * (h * w)).view(b, 1)
 
         eps = CORNER_EPS if self.local_ensemble else 0.0
+        shifts = (-1, 1) if self.local_ensemble else (0,)
+        # Each axis has only two distinct shifts; corner (a, b) pairs row shift a with column
+        # shift b. The nearest cell along each axis is grid_sample's choice (see nearest_cells_1d).
+        rows, rels_y, phis_y, cols, rels_x, phis_x = [], [], [], [], [], []
+        for v in shifts:
+            y = (coord[..., 0] + v / h + eps).clamp_(-_CLAMP, _CLAMP)
+            r = nearest_cells_1d(y.reshape(-1), h, vertical=True).view(b, -1)
+            rows.append(r)
+            rels_y.append((coord[..., 0] - centre_y[r]) * h)
+            phis_y.append(fourier_basis_1d(rels_y[-1], p, s_e))
+            x = (coord[..., 1] + v / w + eps).clamp_(-_CLAMP, _CLAMP)
+            n = nearest_cells_1d(x.reshape(-1), w, vertical=False).view(b, -1)
+            cols.append(n)
+            rels_x.append((coord[..., 1] - centre_x[n]) * w)
+            phis_x.append(fourier_basis_1d(rels_x[-1], p, s_e))
+
         preds, areas = [], []
-        for dy, dx in corner_offsets(h, w, self.local_ensemble):
-            shifted = torch.stack([coord[..., 0] + dy + eps, coord[..., 1] + dx + eps], dim=-1)
-            cell = owning_cells(shifted.clamp_(-_CLAMP, _CLAMP), h, w)
-            rel_y = (coord[..., 0] - centre_y[cell // w]) * h
-            rel_x = (coord[..., 1] - centre_x[cell % w]) * w
-            cell_coef = table[(cell + batch_base).reshape(-1)].view(b, -1, 3, p, p)
-            preds.append(
-                contract_cells(
-                    cell_coef, fourier_basis_1d(rel_y, p, s_e), fourier_basis_1d(rel_x, p, s_e)
-                )
-            )
-            areas.append(torch.abs(rel_y * rel_x) + 1e-9)
+        for a in range(len(shifts)):
+            for c in range(len(shifts)):
+                cell = batch_base + rows[a] * w + cols[c]
+                # One corner at a time bounds the gathered rows to Q x 3 p^2 floats.
+                cell_coef = table.index_select(0, cell.reshape(-1)).view(b, -1, 3, p, p)
+                preds.append(contract_cells(cell_coef, phis_y[a], phis_x[c]))
+                areas.append(torch.abs(rels_y[a] * rels_x[c]) + 1e-9)
 
         if len(preds) == 1:
             return preds[0]  # its weight is area / area == 1

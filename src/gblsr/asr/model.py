@@ -17,14 +17,14 @@ import torch
 import torch.nn as nn
 
 from ..registry import lookup, register
-from .coord import make_coord
 from .decoder import GBLSRScalarASRDecoder
+from .render import ASRRepresentation, preferred_tile_budget
 
-__all__ = ["GBLSRScalarASR", "DEFAULT_TILE_QUERIES"]
+__all__ = ["GBLSRScalarASR", "DEFAULT_TILE_QUERIES", "ASRRepresentation"]
 
-# Queries rendered per chunk in predict_full: bounds the per-corner gather to
-# DEFAULT_TILE_QUERIES x 3 p_max^2 floats (192 MiB at p_max = 16).
-DEFAULT_TILE_QUERIES = 65536
+# At most this many output pixels per tile in predict_full (the tiles are also bounded by
+# memory, see ASRRepresentation.tile_shape); None renders the whole image in one piece.
+DEFAULT_TILE_QUERIES = 1 << 20
 
 
 @register("model", "gblsr_asr")
@@ -48,7 +48,9 @@ class GBLSRScalarASR(nn.Module):
         self.encoder_name = encoder
         enc_cls = lookup("encoder", encoder)
         enc_cfg = dict(encoder_cfg or {})
-        self.encoder = enc_cls.from_config(enc_cfg) if hasattr(enc_cls, "from_config") else enc_cls(**enc_cfg)
+        self.encoder = (
+            enc_cls.from_config(enc_cfg) if hasattr(enc_cls, "from_config") else enc_cls(**enc_cfg)
+        )
         self.decoder = GBLSRScalarASRDecoder(in_dim=self.encoder.out_dim, **(decoder_cfg or {}))
 
     def get_config(self) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class GBLSRScalarASR(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "GBLSRScalarASR":
+    def from_config(cls, config: dict[str, Any]) -> GBLSRScalarASR:
         return cls(**config)
 
     def forward(
@@ -68,23 +70,46 @@ class GBLSRScalarASR(nn.Module):
         """Training interface: lr (B, 3, h, w), coord (B, Q, 2) (y, x) -> RGB (B, Q, 3)."""
         return self.decoder(self.encoder(lr), coord, cell)
 
+    def encode(self, lr: torch.Tensor) -> ASRRepresentation:
+        """Encode once, render many: lr (B, 3, h, w) -> :class:`ASRRepresentation`.
+
+        ``rep.render(H, W)`` renders any output size, ``rep.render_region(top, left, height,
+        width, H, W)`` one window of it, ``rep.query(coord)`` arbitrary points. Autograd flows
+        through when enabled (wrap in ``torch.no_grad()`` for inference).
+        """
+        return self.representation(self.encode_state(lr), input_size=tuple(lr.shape[-2:]))
+
+    def encode_state(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The compact tensors an encoded image is stored as (feature blobs): the encoder
+        output ``features`` (B, D, h, w), 12x smaller than the coefficients at p_max = 16."""
+        return {"features": self.encoder(lr)}
+
+    def representation(
+        self, state: dict[str, torch.Tensor], input_size: tuple[int, int] | None = None
+    ) -> ASRRepresentation:
+        """Rebuild the renderable representation from :meth:`encode_state`'s tensors."""
+        return self.decoder.encode(state["features"], input_size=input_size)
+
     @torch.no_grad()
     def predict_full(
-        self, lr: torch.Tensor, H_q: int, W_q: int, tile_q: int | None = DEFAULT_TILE_QUERIES
+        self,
+        lr: torch.Tensor,
+        H_q: int,
+        W_q: int,
+        tile_q: int | None = DEFAULT_TILE_QUERIES,
+        *,
+        max_memory: int | None = None,
     ) -> torch.Tensor:
         """Render the whole (B, 3, H_q, W_q) image at pixel centres; no autograd graph.
 
-        ``tile_q`` bounds how many queries are rendered at once (None: all at once); the result
-        does not depend on it.
+        ``tile_q`` bounds the output pixels rendered at once and ``max_memory`` (bytes) the
+        renderer's estimated transient memory per tile (default: what renders fastest on the
+        device, 128 MiB on the CPU); ``tile_q=None`` without ``max_memory`` renders in one piece.
+        The result does not depend on either: tiles are exact windows of the same rendering.
         """
-        coef = self.decoder.coefficients(self.encoder(lr))
-        b = coef.shape[0]
-        coord = make_coord((H_q, W_q), dtype=coef.dtype, device=coef.device)
-        total = coord.shape[0]
-        step = total if tile_q is None else max(1, int(tile_q))
-        parts = [
-            self.decoder.query(coef, coord[s : s + step].unsqueeze(0).expand(b, -1, -1))
-            for s in range(0, total, step)
-        ]
-        pred = torch.cat(parts, dim=1)
-        return pred.view(b, H_q, W_q, 3).permute(0, 3, 1, 2).contiguous()
+        rep = self.encode(lr)
+        if tile_q is None and max_memory is None:
+            return rep.render(H_q, W_q, max_pixels=H_q * W_q)
+        if max_memory is None:
+            max_memory = preferred_tile_budget(rep.device)
+        return rep.render(H_q, W_q, max_pixels=tile_q, max_memory=max_memory)

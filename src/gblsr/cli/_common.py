@@ -16,6 +16,8 @@ __all__ = [
     "EXIT_USER_ERROR",
     "add_model_args",
     "add_device_arg",
+    "add_render_args",
+    "parse_bytes",
     "resolve_device",
     "load_model_from_args",
     "positive_float",
@@ -42,6 +44,30 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
     )
+
+
+def add_render_args(p: argparse.ArgumentParser) -> None:
+    """--max-memory / --tile: how arbitrary-scale models render large outputs."""
+    p.add_argument(
+        "--max-memory",
+        default="1G",
+        metavar="SIZE",
+        help="working memory for rendering, beyond the model and its coefficient map (e.g. "
+        "512M, 4G; default 1G). Outputs are rendered in bands of rows within it; PNG outputs "
+        "are compressed band by band, so their size is not limited by memory",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        metavar="PIXELS",
+        help="at most this many output pixels per band (default: as many as --max-memory allows)",
+    )
+
+
+def parse_bytes(text: str) -> int:
+    from ..inference import parse_bytes as _parse
+
+    return _parse(text)
 
 
 def resolve_device(name: str) -> torch.device:

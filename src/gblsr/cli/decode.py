@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.image_io import write_image
-from ..inference import decode_features, load_features, parse_size
+from ..inference import load_features, parse_size, write_decoded
 from ._common import (
     add_device_arg,
     add_model_args,
+    add_render_args,
     load_model_from_args,
+    parse_bytes,
     positive_float,
     resolve_device,
     run_main,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--size", help="arbitrary-scale models: exact output size HxW")
     add_device_arg(p)
+    add_render_args(p)
     return p
 
 
@@ -51,10 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         size = parse_size(args.size) if args.size else None
         model = load_model_from_args(args, device)
+        max_memory = parse_bytes(args.max_memory)
         enc = load_features(args.input, model)
-        rgb, alpha = decode_features(model, enc, scale=args.scale, size=size)
-        write_image(args.output, rgb, alpha)
-        print(f"{args.output}: {rgb.shape[-2]}x{rgb.shape[-1]} ({model.registry_name})")
+        H, W = write_decoded(
+            model,
+            enc,
+            args.output,
+            scale=args.scale,
+            size=size,
+            max_memory=max_memory,
+            tile=args.tile,
+        )
+        print(f"{args.output}: {H}x{W} ({model.registry_name})")
         return 0
 
     return run_main(PROG, body)

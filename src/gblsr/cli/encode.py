@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         enc = encode_image(model, image)
         save_features(model, enc, args.output)
         h, w = image.size
-        feat_bytes = enc.features.numel() * 4
+        n_bytes = sum(t.numel() * t.element_size() for t in enc.state.values())
+        shapes = ", ".join(f"{k} {tuple(t.shape)}" for k, t in enc.state.items())
         print(
-            f"{args.output}: features {tuple(enc.features.shape)} ({feat_bytes} bytes) "
-            f"from {h}x{w} ({3 * h * w} bytes as 8-bit RGB)"
+            f"{args.output}: {shapes} ({n_bytes} bytes) from {h}x{w} "
+            f"({3 * h * w} bytes as 8-bit RGB)"
         )
         return 0
 

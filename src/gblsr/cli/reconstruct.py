@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.image_io import read_image, write_image
-from ..inference import parse_size, reconstruct_image
+from ..data.image_io import read_image
+from ..inference import encode_image, parse_size, write_decoded
 from ._common import (
     add_device_arg,
     add_model_args,
+    add_render_args,
     load_model_from_args,
+    parse_bytes,
     positive_float,
     resolve_device,
     run_main,
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--size", help="arbitrary-scale models: exact output size HxW, e.g. 947x947")
     add_device_arg(p)
+    add_render_args(p)
     return p
 
 
@@ -53,14 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         device = resolve_device(args.device)
         size = parse_size(args.size) if args.size else None
+        max_memory = parse_bytes(args.max_memory)
         image = read_image(args.input)
         model = load_model_from_args(args, device)
-        rgb, alpha = reconstruct_image(model, image, scale=args.scale, size=size)
-        write_image(args.output, rgb, alpha)
-        h, w = image.size
-        print(
-            f"{args.output}: {rgb.shape[-2]}x{rgb.shape[-1]} from {h}x{w} ({model.registry_name})"
+        enc = encode_image(model, image)
+        H, W = write_decoded(
+            model,
+            enc,
+            args.output,
+            scale=args.scale,
+            size=size,
+            max_memory=max_memory,
+            tile=args.tile,
         )
+        h, w = image.size
+        print(f"{args.output}: {H}x{W} from {h}x{w} ({model.registry_name})")
         return 0
 
     return run_main(PROG, body)

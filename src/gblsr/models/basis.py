@@ -19,6 +19,7 @@ Cosine family: ``phi_k(u) = cos(k * pi * s_e * (u + 1) / 2)``, k = 0 .. p_max - 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -61,23 +62,47 @@ class BasisConfig:
             raise ValueError(f"p_max must be >= 1, got {self.p_max}")
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+@functools.lru_cache(maxsize=32)
+def _frequencies(n_freq: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_freq,) tensor of j * pi, j = 1 .. n_freq (cached: no host-to-device copy per call,
+    which also keeps rendering capturable in a CUDA graph)."""
+    return torch.tensor([j * math.pi for j in range(1, n_freq + 1)], dtype=dtype, device=device)
+
+
 def fourier_basis_1d(coord: torch.Tensor, p_max: int, s_e: torch.Tensor | float) -> torch.Tensor:
     """Fourier modes at arbitrary points.
 
     coord: (...) local coordinates; s_e broadcasts against coord.
     returns: (..., p_max) in the module's mode order.
+
+    All frequencies go through one ``cos`` and one ``sin`` call. The angles are formed as the
+    reference forms them, ``((j * pi) * coord) * s_e`` with ``j * pi`` rounded to coord's dtype,
+    so they agree bit for bit.
     """
-    modes = [torch.ones_like(coord)]
-    j = 1
-    while len(modes) < p_max:
-        # Same association as the reference ((j*pi) * coord) * s_e, so the angles agree bitwise.
-        angle = j * math.pi * coord * s_e
-        modes.append(torch.cos(angle))
-        if len(modes) < p_max:
-            modes.append(torch.sin(angle))
-        j += 1
-    # The constant mode has coord's shape; the others have the broadcast of coord and s_e.
-    return torch.stack(torch.broadcast_tensors(*modes), dim=-1)
+    n_freq = p_max // 2  # j = 1 .. n_freq gives the p_max - 1 non-constant modes
+    if n_freq == 0:
+        shape = torch.broadcast_shapes(coord.shape, torch.as_tensor(s_e).shape)
+        return torch.ones(*shape, 1, dtype=coord.dtype, device=coord.device)
+    work = coord if coord.dtype in (torch.float32, torch.float64) else coord.float()
+    if _compiling():  # dynamo traces through caches anyway; let it see a plain constant
+        freqs = torch.tensor([j * math.pi for j in range(1, n_freq + 1)], dtype=work.dtype)
+        freqs = freqs.to(work.device)
+    else:
+        freqs = _frequencies(n_freq, work.dtype, work.device)
+    angle = freqs * work.unsqueeze(-1)
+    if isinstance(s_e, torch.Tensor) and s_e.dim() > 0:
+        angle = angle * s_e.unsqueeze(-1)
+    else:
+        angle = angle * s_e
+    pairs = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1).flatten(-2)
+    modes = pairs[..., : p_max - 1]
+    ones = torch.ones(*modes.shape[:-1], 1, dtype=modes.dtype, device=modes.device)
+    return torch.cat([ones, modes], dim=-1).to(coord.dtype)
 
 
 def build_1d_basis(coord: torch.Tensor, p_max: int, s_e: torch.Tensor, family: str) -> torch.Tensor:
@@ -196,8 +221,13 @@ def reconstruct_patch(
         raise ValueError(f"coefficient block {pu}x{pv} does not match p_max={cfg.p_max}")
     phi = build_1d_basis(coords_1d, cfg.p_max, s_e, cfg.family)  # (..., L, p)
     weighted = coeffs * soft_order_mask(p_soft, cfg.p_max, cfg.cutoff_sharpness).unsqueeze(-3)
-    # Two batched matmuls (phi @ A @ phi^T) instead of one 6-index einsum: the intermediate is
-    # (.., C, L, p), never a broadcast of every index at once.
+    # Two matrix products (phi @ A @ phi^T) instead of one 6-index einsum: the intermediate is
+    # (.., C, p, L), never a broadcast of every index at once.
+    if all(d == 1 for d in phi.shape[:-2]):
+        # One basis for every patch (a global bandwidth): both products are plain GEMMs over
+        # all patches at once, with no per-patch copy of the basis.
+        phi = phi.reshape(phi.shape[-2:])  # (L, p)
+        return torch.matmul(phi, weighted @ phi.mT)
     phi = phi.expand(b, nh, nw, *phi.shape[-2:]).unsqueeze(3)  # (B, nH, nW, 1, L, p)
     return phi @ weighted @ phi.transpose(-1, -2)
 

@@ -285,6 +285,10 @@ class PeerRepresentation:
     feature_size = size
 
     @property
+    def device(self) -> torch.device:
+        return self.feat.device
+
+    @property
     def batch_size(self) -> int:
         return int(self.inp.shape[0])
 
@@ -410,10 +414,24 @@ class ImplicitSR(nn.Module):
         """Rough transient memory of decoding one query (one image), for tiling."""
         return 4096
 
+    # The representation type :meth:`representation` builds (LMF's adds CMSR).
+    representation_class: type = PeerRepresentation
+
     def encode(self, lr: torch.Tensor) -> PeerRepresentation:
         """lr (B, 3, h, w) in [0, 1] -> :class:`PeerRepresentation`."""
+        return self.representation(self.encode_state(lr))
+
+    def encode_state(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors an encoded image is stored as: the normalised input ``inp`` (LTE's skip
+        and LMF read it) and the encoder output ``feat``."""
         inp = normalize(lr)
-        return PeerRepresentation(self, inp, self.encoder(inp))
+        return {"inp": inp, "feat": self.encoder(inp)}
+
+    def representation(
+        self, state: dict[str, torch.Tensor], input_size: tuple[int, int] | None = None
+    ) -> PeerRepresentation:
+        """Rebuild the renderable representation from :meth:`encode_state`'s tensors."""
+        return self.representation_class(self, state["inp"], state["feat"])
 
     def decode_queries(
         self,

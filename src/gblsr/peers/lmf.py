@@ -233,10 +233,6 @@ class _LMF(ImplicitSR):
         width = im.layers[0].in_features + 3 * im.hidden_dim + 16
         return 4 * 4 * width
 
-    def encode(self, lr: torch.Tensor) -> LMFRepresentation:
-        rep = super().encode(lr)
-        return LMFRepresentation(self, rep.inp, rep.feat)
-
     def decode_queries(
         self,
         rep: PeerRepresentation,
@@ -310,6 +306,9 @@ class LMFRepresentation(PeerRepresentation):
                 render_cmsr(self.model, one, H, W, tables, tile, cell_clip, cmsr_exact_grid)
             )
         return torch.cat(outs, dim=0)
+
+
+_LMF.representation_class = LMFRepresentation
 
 
 @register("model", "lmliif")
