@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..registry import lookup, register
+from ..registry import make, register
 from .decoder import GBLSRScalarASRDecoder
 from .render import ASRRepresentation, preferred_tile_budget
 
@@ -46,11 +46,7 @@ class GBLSRScalarASR(nn.Module):
     ):
         super().__init__()
         self.encoder_name = encoder
-        enc_cls = lookup("encoder", encoder)
-        enc_cfg = dict(encoder_cfg or {})
-        self.encoder = (
-            enc_cls.from_config(enc_cfg) if hasattr(enc_cls, "from_config") else enc_cls(**enc_cfg)
-        )
+        self.encoder = make("encoder", encoder, **(encoder_cfg or {}))
         self.decoder = GBLSRScalarASRDecoder(in_dim=self.encoder.out_dim, **(decoder_cfg or {}))
 
     def get_config(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "add_model_args",
     "add_device_arg",
+    "add_output_size_args",
     "add_render_args",
     "parse_bytes",
     "resolve_device",
@@ -36,6 +37,18 @@ def positive_float(text: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return v
+
+
+def add_output_size_args(p: argparse.ArgumentParser) -> None:
+    """--scale S | --size HxW, for arbitrary-scale models."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--scale",
+        type=positive_float,
+        help="arbitrary-scale models: any real factor > 0, e.g. 3.7; the output is "
+        "round(S*H) x round(S*W) (Python rounding: halves go to the even integer, as in LIIF)",
+    )
+    g.add_argument("--size", help="arbitrary-scale models: exact output size HxW, e.g. 947x947")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -14,10 +14,10 @@ from ..inference import encode_image, parse_size, write_decoded
 from ._common import (
     add_device_arg,
     add_model_args,
+    add_output_size_args,
     add_render_args,
     load_model_from_args,
     parse_bytes,
-    positive_float,
     resolve_device,
     run_main,
 )
@@ -37,14 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--input", required=True, help="input image")
     p.add_argument("--output", required=True, help="output image; format from the extension")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(
-        "--scale",
-        type=positive_float,
-        help="arbitrary-scale models: any real factor > 0, e.g. 3.7; the output is "
-        "round(S*H) x round(S*W) (Python rounding: halves go to the even integer, as in LIIF)",
-    )
-    g.add_argument("--size", help="arbitrary-scale models: exact output size HxW, e.g. 947x947")
+    add_output_size_args(p)
     add_device_arg(p)
     add_render_args(p)
     return p

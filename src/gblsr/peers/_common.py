@@ -389,14 +389,10 @@ class ImplicitSR(nn.Module):
 
     def __init__(self, encoder: str, encoder_cfg: dict | None, cell_clip: float | None):
         super().__init__()
-        from ..registry import lookup
+        from ..registry import make
 
         self.encoder_name = encoder
-        enc_cls = lookup("encoder", encoder)
-        enc_cfg = dict(encoder_cfg or {})
-        self.encoder = (
-            enc_cls.from_config(enc_cfg) if hasattr(enc_cls, "from_config") else enc_cls(**enc_cfg)
-        )
+        self.encoder = make("encoder", encoder, **(encoder_cfg or {}))
         self.cell_clip = None if cell_clip is None else float(cell_clip)
 
     def _base_config(self) -> dict:
