@@ -235,11 +235,12 @@ def test_peer_models_encode_decode_equals_reconstruct(tmp_path, capsys, arch):
     blob, dec, rec = (tmp_path / n for n in ("f.safetensors", "dec.png", "rec.png"))
     extra = ["--scale", "2.5"]
     assert run(encode.main, ck + ["--input", str(src), "--output", str(blob)], capsys)[0] == 0
-    assert run(decode.main, ck + ["--input", str(blob), "--output", str(dec)] + extra, capsys)[
-        0
-    ] == 0
-    code, text = run(reconstruct.main, ck + ["--input", str(src), "--output", str(rec)] + extra,
-                     capsys)
+    assert (
+        run(decode.main, ck + ["--input", str(blob), "--output", str(dec)] + extra, capsys)[0] == 0
+    )
+    code, text = run(
+        reconstruct.main, ck + ["--input", str(src), "--output", str(rec)] + extra, capsys
+    )
     assert code == 0, text
     a, b = np.asarray(Image.open(dec)), np.asarray(Image.open(rec))
     assert a.shape == (22, 28, 3) and np.array_equal(a, b)

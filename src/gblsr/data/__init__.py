@@ -46,11 +46,20 @@ from .resize import (
     pil_bicubic,
     pil_resize,
 )
-
-# --- Training data (gblsr.data.training_data) --------------------------------------------------
-# Reserved for DataConfig, build_datasets and PatchCropDataset: import them here and add their
-# names to __all__ below once training_data.py exists.
-# -------------------------------------------------------------------------------------------------
+from .training_data import (
+    BUILTIN_SAMPLES,
+    DataConfig,
+    ImageSource,
+    PatchCropDataset,
+    ResumableBatchSampler,
+    SRImplicitDownsampled,
+    build_datasets,
+    builtin_samples_dir,
+    collate,
+    collate_with_meta,
+    make_collate,
+    varres_collate,
+)
 
 __all__ = [
     # image_io
@@ -91,5 +100,17 @@ __all__ = [
     "load_or_fit_thresholds",
     "per_patch_hf_fraction",
     "per_patch_edge_density",
-    # training data: DataConfig, build_datasets, PatchCropDataset (see the marked spot above)
+    # training data
+    "DataConfig",
+    "BUILTIN_SAMPLES",
+    "builtin_samples_dir",
+    "ImageSource",
+    "PatchCropDataset",
+    "build_datasets",
+    "SRImplicitDownsampled",
+    "ResumableBatchSampler",
+    "collate",
+    "collate_with_meta",
+    "varres_collate",
+    "make_collate",
 ]

@@ -1,15 +1,61 @@
-"""Training data settings of native experiments (the reference's DataConfig).
+"""Training data: image sources, native patch crops, the arbitrary-scale sampler, batch order.
 
-The datasets and loaders built from it are added with the training pipeline.
+Native experiments (the reference's schema) cut fixed-size patches from a pool of images
+(:class:`PatchCropDataset`, built by :func:`build_datasets` from a :class:`DataConfig`).
+Arbitrary-scale SR training follows LIIF's protocol (:class:`SRImplicitDownsampled`): per
+sample a scale s ~ U(scale_min, scale_max), a square HR crop of round(inp_size * s) pixels, its
+bicubic LR of inp_size pixels, random flips / transpose, and ``sample_q`` HR pixels with their
+coordinates and cells.
+
+Randomness is a pure function of (seed, epoch, sample index): every crop, scale, flip and query
+subset is drawn from a generator seeded with exactly those numbers, and the sample order of an
+epoch from (seed, epoch). So crops differ across epochs and seeds, results do not depend on
+the number of loader workers, a resumed run sees exactly the batches the uninterrupted run
+would have seen, and data-parallel ranks split each global batch without coordination
+(:class:`ResumableBatchSampler`).
+
+Image folders may be given as ``builtin:samples``: the handful of photos shipped inside the
+package (see ``gblsr/assets/README.md``), so a run needs no download.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
 
 from ..errors import UserInputError
+from .image_io import read_rgb_uint8
 
-__all__ = ["DataConfig"]
+__all__ = [
+    "DataConfig",
+    "BUILTIN_SAMPLES",
+    "builtin_samples_dir",
+    "resolve_image_dir",
+    "ImageSource",
+    "open_training_images",
+    "split_train_val",
+    "PatchCropDataset",
+    "build_datasets",
+    "collate",
+    "collate_with_meta",
+    "varres_collate",
+    "make_collate",
+    "SRImplicitDownsampled",
+    "LR_KERNELS",
+    "ResumableBatchSampler",
+    "sample_rng",
+]
+
+BUILTIN_SAMPLES = "builtin:samples"
+LR_KERNELS = ("pil", "matlab")
 
 
 @dataclass
@@ -17,7 +63,10 @@ class DataConfig:
     """Where training images come from and how they are cut.
 
     ``dtd_root`` / ``div2k_root`` keep the reference's names; ``image_dirs`` takes any folders of
-    images. ``image_size=None`` or ``resize_policy="original"`` selects variable resolution.
+    images (``builtin:samples`` for the photos shipped with the package). ``image_size=None``
+    or ``resize_policy="original"`` selects variable resolution (whole images, batch size 1).
+    Training crops are random per (seed, run seed, epoch, sample); ``augment`` adds random
+    flips and transposes. Validation images get centre crops.
     """
 
     dtd_root: str = ""
@@ -33,6 +82,7 @@ class DataConfig:
     num_workers: int = 4
     seed: int = 0
     resize_policy: str = "center_crop_or_upsample_to_size"
+    augment: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.image_dirs, str):
@@ -43,3 +93,512 @@ class DataConfig:
             raise UserInputError(
                 f"unknown resize_policy {self.resize_policy!r}; expected {policies}"
             )
+        if self.image_size is not None and int(self.image_size) < 1:
+            raise UserInputError(f"data.image_size must be positive or null, got {self.image_size}")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise UserInputError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if int(self.num_workers) < 0:
+            raise UserInputError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def mode(self) -> str:
+        """``"locked"`` (fixed-size crops) or ``"varres"`` (whole images)."""
+        if self.image_size is None or self.resize_policy == "original":
+            return "varres"
+        return "locked"
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def builtin_samples_dir() -> Path:
+    """Folder of the sample photos shipped inside the package."""
+    from importlib import resources
+
+    ref = resources.files("gblsr") / "assets"
+    path = Path(str(ref))
+    if not path.is_dir():  # a zipped install: nothing to point a folder reader at
+        raise UserInputError(
+            "the package's sample images are not available as files in this installation "
+            f"({ref}); install gblsr from a wheel or source tree"
+        )
+    return path
+
+
+def resolve_image_dir(spec: str | os.PathLike) -> Path:
+    """``builtin:samples`` -> the package's sample folder; anything else -> a path (``~``
+    expanded; relative paths are relative to the current directory)."""
+    text = str(spec).strip()
+    if text in (BUILTIN_SAMPLES, "package://assets", "builtin://samples"):
+        return builtin_samples_dir()
+    if text.startswith("builtin:"):
+        raise UserInputError(
+            f"unknown built-in image set {text!r}; the only one is {BUILTIN_SAMPLES}"
+        )
+    if not text:
+        raise UserInputError("empty image folder name in the config")
+    return Path(os.path.expanduser(text))
+
+
+def _open_folder(spec: str | os.PathLike, max_images: int | None = None):
+    """An :class:`gblsr.data.ImageDataset` for a training folder (DIV2K: the training split)."""
+    from .datasets import DIV2KImages, open_dataset
+
+    root = resolve_image_dir(spec)
+    if (root / "DIV2K_train_HR").is_dir():
+        return DIV2KImages(root, split="train", max_images=max_images)
+    return open_dataset(root, max_images=max_images)
+
+
+def open_training_images(cfg: DataConfig) -> list[tuple[str, list[Path]]]:
+    """(source name, image paths) for every configured source: DTD, DIV2K, then ``image_dirs``."""
+    from .datasets import DIV2KImages, DTDImages, FlatImageFolder
+
+    sources: list[tuple[str, list[Path]]] = []
+    if cfg.dtd_root:
+        ds = DTDImages(
+            resolve_image_dir(cfg.dtd_root),
+            split=cfg.dtd_split,
+            partition=cfg.dtd_partition,
+            max_images=cfg.dtd_max_images,
+        )
+        sources.append(("dtd", list(ds.paths)))
+    if cfg.div2k_root:
+        root = resolve_image_dir(cfg.div2k_root)
+        if (root / "DIV2K_train_HR").is_dir() or root.name == "DIV2K_train_HR":
+            ds = DIV2KImages(root, split="train", max_images=cfg.div2k_max_images)
+        elif root.is_dir():
+            ds = FlatImageFolder(root, exts=(".png",), max_images=cfg.div2k_max_images)
+        else:
+            raise UserInputError(f"DIV2K folder not found: {root}")
+        sources.append(("div2k", list(ds.paths)))
+    for spec in cfg.image_dirs:
+        ds = _open_folder(spec)
+        name = ds.name if spec != BUILTIN_SAMPLES else "samples"
+        sources.append((name, list(ds.paths)))
+    if not sources:
+        raise UserInputError(
+            "no training images configured: set data.image_dirs (any folders of images, or "
+            f"{BUILTIN_SAMPLES}) or data.dtd_root / data.div2k_root"
+        )
+    for name, paths in sources:
+        if not paths:
+            raise UserInputError(f"training source {name!r} holds no images")
+    return sources
+
+
+class ImageSource:
+    """A list of image files read as (3, H, W) uint8, optionally kept in memory.
+
+    cache: ``"none"`` (read the file each time) or ``"memory"`` (read every image once, up
+    front, so loader workers share the decoded pixels).
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], cache: str = "none", name: str = ""):
+        if cache not in ("none", "memory"):
+            raise UserInputError(f"unknown image cache {cache!r}; use 'none' or 'memory'")
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise UserInputError(f"image source {name or '?'} holds no images")
+        self.name = name
+        self.cache = cache
+        self._images: list[torch.Tensor] | None = None
+        if cache == "memory":
+            self._images = [read_rgb_uint8(p) for p in self.paths]
+
+    @classmethod
+    def from_dirs(
+        cls, dirs: Sequence[str], cache: str = "none", first_k: int | None = None
+    ) -> ImageSource:
+        paths: list[Path] = []
+        for d in dirs:
+            paths.extend(_open_folder(d).paths)
+        if first_k is not None:
+            paths = paths[: int(first_k)]
+        if not paths:
+            raise UserInputError(f"no images found in {', '.join(map(str, dirs))}")
+        return cls(paths, cache=cache, name=",".join(map(str, dirs)))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, i: int) -> torch.Tensor:
+        if self._images is not None:
+            return self._images[i]
+        return read_rgb_uint8(self.paths[i])
+
+
+def split_train_val(
+    paths: Sequence[Path], val_fraction: float, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Seeded split of one source: the first ``max(1, int(val_fraction * n))`` of a random
+    permutation go to validation (none when val_fraction is 0 or the source has one image)."""
+    n = len(paths)
+    n_val = max(1, int(val_fraction * n)) if (val_fraction > 0 and n >= 2) else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    val = [paths[i] for i in perm[:n_val]]
+    train = [paths[i] for i in perm[n_val:]]
+    return train, val
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def sample_rng(*keys: int) -> np.random.Generator:
+    """A generator determined by ``keys`` (seed, epoch, index, ...), all non-negative ints."""
+    return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys])
+
+
+def _split_key(key: Any) -> tuple[int, int]:
+    """Dataset keys are ``idx`` (epoch 0) or ``(epoch, idx)`` as the batch sampler yields them."""
+    if isinstance(key, (tuple, list)):
+        return int(key[0]), int(key[1])
+    return 0, int(key)
+
+
+def _augment(tensors: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
+    """Same random row flip, column flip and transpose (each p = 0.5, in that order) for all."""
+    if rng.random() < 0.5:
+        tensors = [t.flip(-2) for t in tensors]
+    if rng.random() < 0.5:
+        tensors = [t.flip(-1) for t in tensors]
+    if rng.random() < 0.5:
+        tensors = [t.transpose(-2, -1) for t in tensors]
+    return [t.contiguous() for t in tensors]
+
+
+# --------------------------------------------------------------------------- native crops
+
+
+class PatchCropDataset(Dataset):
+    """Fixed-size patches (or whole images) for native GB-LSR experiments.
+
+    sources: ``(name, paths)`` pairs. Items are ``(x (3, S, S) float [0, 1], source name, path,
+    meta)``; meta holds ``filename``, ``dataset``, ``original_h``, ``original_w``, ``path``.
+
+    * Images smaller than S on a side are first upscaled (Pillow bicubic) so the short side
+      covers S, as in the reference.
+    * ``train=True``: a random S x S crop per (seed, run_seed, epoch, index), plus random
+      flips / transpose with ``augment``. ``train=False``: the centre crop.
+    * ``image_size=None`` or ``resize_policy="original"``: the whole image, unresized.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[str, Sequence[Path]]],
+        image_size: int | None,
+        train: bool,
+        seed: int = 0,
+        resize_policy: str = "center_crop_or_upsample_to_size",
+        augment: bool = False,
+        run_seed: int = 0,
+    ):
+        self.items: list[tuple[str, Path]] = [(n, Path(p)) for n, ps in sources for p in ps]
+        self.image_size = image_size
+        self.train = train
+        self.seed = int(seed)
+        self.run_seed = int(run_seed)
+        self.varres = image_size is None or resize_policy == "original"
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        epoch, idx = _split_key(key)
+        name, path = self.items[idx]
+        img = read_rgb_uint8(path)
+        H, W = int(img.shape[-2]), int(img.shape[-1])
+        meta = {
+            "filename": path.name,
+            "dataset": name,
+            "original_h": H,
+            "original_w": W,
+            "path": str(path),
+        }
+        rng = sample_rng(self.seed, self.run_seed, epoch, idx) if self.train else None
+        if not self.varres:
+            img = self._crop(img, int(self.image_size), rng)
+        x = img.to(torch.float32) / 255.0
+        if self.train and self.augment and rng is not None:
+            (x,) = _augment([x], rng)
+        return x, name, str(path), meta
+
+    @staticmethod
+    def _crop(img: torch.Tensor, size: int, rng: np.random.Generator | None) -> torch.Tensor:
+        from .resize import pil_bicubic
+
+        H, W = int(img.shape[-2]), int(img.shape[-1])
+        if H < size or W < size:
+            s = max(size / W, size / H)
+            img = pil_bicubic(img, size=(max(int(H * s) + 1, size), max(int(W * s) + 1, size)))
+            H, W = int(img.shape[-2]), int(img.shape[-1])
+        if rng is None:
+            y, x = (H - size) // 2, (W - size) // 2
+        else:
+            y = int(rng.integers(0, H - size + 1))
+            x = int(rng.integers(0, W - size + 1))
+        return img[:, y : y + size, x : x + size]
+
+
+def _interleave(sources: Sequence[tuple[str, list[Path]]]) -> list[tuple[str, list[Path]]]:
+    """Round-robin over sources, so the first k validation images cover every source."""
+    queues = [(n, list(ps)) for n, ps in sources]
+    out: list[tuple[str, list[Path]]] = []
+    while any(ps for _, ps in queues):
+        for n, ps in queues:
+            if ps:
+                out.append((n, [ps.pop(0)]))
+    return out
+
+
+def build_datasets(cfg: DataConfig, run_seed: int = 0) -> tuple[PatchCropDataset, PatchCropDataset]:
+    """(train, val) patch datasets from every configured source.
+
+    Each source is split on its own with ``cfg.seed`` (so all runs of an experiment share the
+    split); validation images are interleaved across sources. When no image is left for
+    validation, the training images are used (centre crops).
+    """
+    train_src, val_src = [], []
+    for name, paths in open_training_images(cfg):
+        tr, va = split_train_val(paths, cfg.val_fraction, cfg.seed)
+        if tr:
+            train_src.append((name, tr))
+        if va:
+            val_src.append((name, va))
+    if not train_src:
+        raise UserInputError("every training image went to validation; lower data.val_fraction")
+    if not val_src:
+        val_src = [(n, list(ps)) for n, ps in train_src]
+    kw = dict(image_size=cfg.image_size, seed=cfg.seed, resize_policy=cfg.resize_policy)
+    train = PatchCropDataset(train_src, train=True, augment=cfg.augment, run_seed=run_seed, **kw)
+    val = PatchCropDataset(_interleave(val_src), train=False, **kw)
+    return train, val
+
+
+def collate(batch):
+    """Fixed-size items -> ``(x (B, 3, S, S), names, paths)``."""
+    x = torch.stack([b[0] for b in batch])
+    return x, [b[1] for b in batch], [b[2] for b in batch]
+
+
+def collate_with_meta(batch):
+    """Fixed-size items -> ``(x, names, paths, metas)``."""
+    return (*collate(batch), [b[3] for b in batch])
+
+
+def varres_collate(batch):
+    """Whole images of any size: exactly one item per batch -> ``(x (1, 3, H, W), names,
+    paths, metas)``."""
+    if len(batch) != 1:
+        raise NotImplementedError(
+            "variable-resolution batches hold one image (images differ in size); set batch_size: 1"
+        )
+    return collate_with_meta(batch)
+
+
+def make_collate(varres: bool):
+    return varres_collate if varres else collate_with_meta
+
+
+# --------------------------------------------------------------------------- arbitrary-scale SR
+
+
+def _to_coord_axis(n: int) -> torch.Tensor:
+    from ..asr.coord import axis_centres
+
+    return axis_centres(n)
+
+
+class SRImplicitDownsampled(Dataset):
+    """LIIF's arbitrary-scale training samples from HR images.
+
+    Per sample (all draws from ``sample_rng(seed, epoch, index)``):
+
+    1. s ~ U(scale_min, scale_max).
+    2. With ``inp_size``: a square HR crop of w = round(inp_size * s) pixels at a uniform
+       position, and its LR = bicubic resize of the 8-bit crop to inp_size x inp_size
+       (``lr_kernel`` "pil": Pillow, as LIIF/LTE; "matlab": :func:`gblsr.data.imresize`, as the
+       benchmark LR files). Images smaller than w on a side give the largest crop they hold (a
+       smaller effective scale). Without ``inp_size``: the whole image, LR size floor(H / s),
+       HR cropped to round(h_lr * s) at the top-left.
+    3. ``augment``: row flip, column flip, transpose, each with p = 0.5 (LIIF's order).
+    4. ``sample_q`` HR pixels without replacement (all pixels when None).
+
+    Items are dicts: ``inp`` (3, h, w), ``coord`` (Q, 2) cell-centre (y, x) in [-1, 1],
+    ``cell`` (Q, 2) = (2 / H_hr, 2 / W_hr), ``gt`` (Q, 3), all float32 in [0, 1].
+    ``len`` is ``len(source) * repeat``; index i uses image ``i % len(source)``.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        inp_size: int | None = 48,
+        scale_min: float = 1.0,
+        scale_max: float | None = 4.0,
+        augment: bool = True,
+        sample_q: int | None = 2304,
+        lr_kernel: str = "pil",
+        repeat: int = 1,
+        seed: int = 0,
+    ):
+        if lr_kernel not in LR_KERNELS:
+            raise UserInputError(f"unknown lr_kernel {lr_kernel!r}; use one of {LR_KERNELS}")
+        scale_max = scale_min if scale_max is None else scale_max
+        if not (1.0 <= float(scale_min) <= float(scale_max)):
+            raise UserInputError(f"need 1 <= scale_min <= scale_max, got {scale_min}, {scale_max}")
+        if inp_size is not None and int(inp_size) < 1:
+            raise UserInputError(f"inp_size must be positive, got {inp_size}")
+        if sample_q is not None and int(sample_q) < 1:
+            raise UserInputError(f"sample_q must be positive, got {sample_q}")
+        if int(repeat) < 1:
+            raise UserInputError(f"repeat must be >= 1, got {repeat}")
+        if inp_size is not None and sample_q is not None and sample_q > inp_size * inp_size:
+            # The smallest HR crop (s = 1) has inp_size^2 pixels.
+            raise UserInputError(
+                f"sample_q={sample_q} exceeds the {inp_size}x{inp_size} pixels of an x1 crop"
+            )
+        self.source = source
+        self.inp_size = None if inp_size is None else int(inp_size)
+        self.scale_min = float(scale_min)
+        self.scale_max = float(scale_max)
+        self.augment = bool(augment)
+        self.sample_q = None if sample_q is None else int(sample_q)
+        self.lr_kernel = lr_kernel
+        self.repeat = int(repeat)
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.source) * self.repeat
+
+    def _resize(self, hr_u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        from .resize import imresize, pil_bicubic
+
+        if self.lr_kernel == "pil":
+            return pil_bicubic(hr_u8, size=size)
+        return imresize(hr_u8, size=size)
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        epoch, idx = _split_key(key)
+        img = self.source.read(idx % len(self.source))
+        rng = sample_rng(self.seed, epoch, idx)
+        s = float(rng.uniform(self.scale_min, self.scale_max))
+        H, W = int(img.shape[-2]), int(img.shape[-1])
+        if self.inp_size is not None:
+            n = self.inp_size
+            w_hr = min(int(round(n * s)), H, W)
+            if w_hr < n:
+                raise UserInputError(
+                    f"training image {self.source.paths[idx % len(self.source)]} ({W}x{H}) is "
+                    f"smaller than the {n}x{n} LR patch"
+                )
+            y0 = int(rng.integers(0, H - w_hr + 1))
+            x0 = int(rng.integers(0, W - w_hr + 1))
+            hr_u8 = img[:, y0 : y0 + w_hr, x0 : x0 + w_hr]
+            lr_u8 = self._resize(hr_u8, (n, n))
+        else:
+            h_lr, w_lr = math.floor(H / s + 1e-9), math.floor(W / s + 1e-9)
+            if h_lr < 1 or w_lr < 1:
+                raise UserInputError(f"training image ({W}x{H}) is too small for scale {s:g}")
+            hr_u8 = img[:, : round(h_lr * s), : round(w_lr * s)]
+            lr_u8 = self._resize(hr_u8, (h_lr, w_lr))
+        hr = hr_u8.to(torch.float32) / 255.0
+        lr = lr_u8.to(torch.float32) / 255.0
+        if self.augment:
+            hr, lr = _augment([hr, lr], rng)
+        Hh, Wh = int(hr.shape[-2]), int(hr.shape[-1])
+        ys, xs = _to_coord_axis(Hh), _to_coord_axis(Wh)
+        n_pix = Hh * Wh
+        if self.sample_q is not None:
+            if self.sample_q > n_pix:
+                raise UserInputError(
+                    f"sample_q={self.sample_q} exceeds the {Hh}x{Wh} pixels of an HR crop"
+                )
+            pick = torch.from_numpy(rng.choice(n_pix, self.sample_q, replace=False))
+        else:
+            pick = torch.arange(n_pix)
+        row, col = pick // Wh, pick % Wh
+        coord = torch.stack([ys[row], xs[col]], dim=-1)
+        gt = hr[:, row, col].t().contiguous()
+        cell = torch.empty_like(coord)
+        cell[:, 0] = 2.0 / Hh
+        cell[:, 1] = 2.0 / Wh
+        return {"inp": lr, "coord": coord, "cell": cell, "gt": gt}
+
+
+# --------------------------------------------------------------------------- batch order
+
+
+class ResumableBatchSampler(Sampler):
+    """Endless batches of ``(epoch, index)`` keys, starting at any global step.
+
+    Epoch e visits a permutation of range(n) drawn from (seed, e) (or range(n) in order when
+    ``shuffle`` is False), cut into ``n // batch_size`` global batches (the incomplete tail is
+    dropped, so every step sees a full batch). Rank r of ``world_size`` yields the r-th
+    contiguous slice of each global batch, so the ranks together see exactly what a single
+    process with the same global batch sees.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        total_steps: int | None = None,
+    ):
+        if batch_size < 1:
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size % world_size:
+            raise UserInputError(
+                f"the global batch size {batch_size} must be divisible by the number of "
+                f"processes ({world_size})"
+            )
+        if n < batch_size:
+            raise UserInputError(
+                f"the training set has {n} samples, fewer than one batch of {batch_size}; "
+                "add images, raise the repeat count or lower the batch size"
+            )
+        self.n = int(n)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.start_step = int(start_step)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.total_steps = total_steps
+        self.local_batch = self.batch_size // self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return sample_rng(self.seed, 0x5EED, epoch).permutation(self.n)
+
+    def global_batch(self, step: int) -> list[tuple[int, int]]:
+        """All keys of global step ``step`` (every rank's share)."""
+        epoch, b = divmod(int(step), self.steps_per_epoch)
+        order = self.epoch_order(epoch)
+        return [(epoch, int(i)) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        cached_epoch, order = -1, None
+        while self.total_steps is None or step < self.total_steps:
+            epoch, b = divmod(step, self.steps_per_epoch)
+            if epoch != cached_epoch:
+                cached_epoch, order = epoch, self.epoch_order(epoch)
+            lo = b * self.batch_size + self.rank * self.local_batch
+            yield [(epoch, int(i)) for i in order[lo : lo + self.local_batch]]
+            step += 1
+
+    def __len__(self) -> int:
+        if self.total_steps is None:
+            raise TypeError("an endless batch sampler has no length")
+        return max(0, self.total_steps - self.start_step)

@@ -19,6 +19,7 @@ from ..errors import UserInputError
 from ..models import BasisConfig, EncoderConfig, ModelConfig, build_model
 
 __all__ = [
+    "coerce_numbers",
     "RunConfig",
     "load_config",
     "expand_run_configs",
@@ -71,7 +72,31 @@ class RunConfig:
     max_freq_cycles_per_image: float = 16.0
     # extra outputs
     dump_locality: bool = False
-    save_checkpoint: bool = False
+    save_checkpoint: bool = False  # kept for the reference schema; weights are always saved
+    # running (not in the reference schema; defaults keep its behaviour)
+    device: str = "auto"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    amp: str = "none"
+    compile: bool = False
+    progress: Any = "auto"
+    tensorboard: Any = "auto"
+
+    def __post_init__(self) -> None:
+        if self.loss_name not in ("mse", "l1", "charbonnier"):
+            raise UserInputError(
+                f"unknown loss_name {self.loss_name!r}; expected mse, l1 or charbonnier"
+            )
+        if self.amp not in ("none", "bf16"):
+            raise UserInputError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
+        for name in ("total_steps", "batch_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_every", "checkpoint_every", "num_val_images", "num_val_curve_images"):
+            if int(getattr(self, name)) < 0:
+                raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.charbonnier_eps <= 0:
+            raise UserInputError(f"charbonnier_eps must be positive, got {self.charbonnier_eps}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +104,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "run config") -> RunConfig:
         d = dict(d)
-        data = d.pop("data", None) or {}
+        data = dict(d.pop("data", None) or {})
         _check_keys(cls, d, where)
         _check_keys(DataConfig, data, f"{where} (data)")
         return cls(**d, data=DataConfig(**data))
@@ -90,6 +115,41 @@ def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
     unknown = sorted(set(d) - names)
     if unknown:
         raise UserInputError(f"unknown key(s) in {where}: {', '.join(unknown)}")
+    coerce_numbers(cls, d, where)
+
+
+def _to_number(kind: str, v: Any, key: str, where: str) -> Any:
+    if v is None or isinstance(v, bool):
+        return v
+    try:
+        if kind == "float" and isinstance(v, (int, float, str)):
+            return float(v)
+        if kind == "int" and isinstance(v, (int, float, str)):
+            f = float(v)
+            if f.is_integer():
+                return int(f)
+    except ValueError:
+        pass
+    raise UserInputError(f"{where}: {key} must be a number ({kind}), got {v!r}")
+
+
+def coerce_numbers(cls: type, d: dict[str, Any], where: str) -> None:
+    """In place: turn YAML strings such as ``2e-4`` (YAML 1.1 reads them as text) and
+    integral floats into the float / int a dataclass field declares; one-line errors otherwise."""
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        t = str(f.type).replace(" ", "")
+        v = d[f.name]
+        if t in ("float", "float|None", "int", "int|None"):
+            d[f.name] = _to_number(t.split("|")[0], v, f.name, where)
+        elif t in ("list[float]", "list[int]", "tuple[float,...]", "tuple[int,...]"):
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+                v = [v]
+            if not isinstance(v, (list, tuple)):
+                raise UserInputError(f"{where}: {f.name} must be a list of numbers, got {v!r}")
+            kind = "float" if "float" in t else "int"
+            d[f.name] = [_to_number(kind, x, f.name, where) for x in v]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -116,6 +176,8 @@ def expand_run_configs(cfg: dict[str, Any]) -> list[RunConfig]:
     base = dict(cfg.get("base") or {})
     seeds = cfg.get("seeds", [0]) or [0]
     runs = []
+    if isinstance(seeds, int):
+        seeds = [seeds]
     for i, arm_entry in enumerate(cfg.get("arms") or []):
         arm_entry = dict(arm_entry)
         if "arm" not in arm_entry:
