@@ -5,8 +5,8 @@
     gblsr-eval --config run.yaml --checkpoint model.pt            # reference native run
 
 Prints JSON on stdout (one row per dataset and scale, with per-image values); ``--out DIR`` also
-writes results.json, results.md (a table) and psnr_vs_scale.png. See docs/evaluation.md for the
-exact protocol.
+writes results.json, results.md (a table) and psnr_vs_scale.png. The README section
+"Evaluation protocol" gives the exact protocol.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def _markdown(result: dict) -> str:
         f"# {PROG}: {result['model']}",
         "",
         f"Protocol `{result['protocol']}`, LR source `{result['lr_source']}`. PSNR in dB (mean of "
-        "per-image values), SSIM on Y; see docs/evaluation.md.",
+        "per-image values), SSIM on Y; see the README, 'Evaluation protocol'.",
         "",
     ]
     scales = sorted({r["scale"] for r in rows})
