@@ -456,9 +456,13 @@ class ImplicitSR(nn.Module):
         W: int,
         tile_q: int | None = DEFAULT_TILE_QUERIES,
         cell_clip: float | None | str = AUTO,
+        **render_options,
     ) -> torch.Tensor:
         """Super-resolve lr (B, 3, h, w) in [0, 1] to (B, 3, H, W) in [0, 1] (unclamped), with
         the official test-time cell rule (``cell_clip``: "auto" = the model's, None = off).
         ``tile_q`` bounds the queries decoded at once (None: all); the result does not depend
-        on it."""
-        return self.encode(lr).render(H, W, max_pixels=tile_q or H * W, cell_clip=cell_clip)
+        on it. ``render_options`` go to the representation's ``render`` (LM-LIIF / LM-LTE:
+        ``cmsr=TABLE`` and ``cmsr_exact_grid``)."""
+        return self.encode(lr).render(
+            H, W, max_pixels=tile_q or H * W, cell_clip=cell_clip, **render_options
+        )

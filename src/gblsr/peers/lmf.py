@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from ..registry import register
 from ._common import (
     AUTO,
-    DEFAULT_TILE_QUERIES,
     MLP,
     ImplicitSR,
     PeerRepresentation,
@@ -251,30 +250,6 @@ class _LMF(ImplicitSR):
             mods = self.modulations(rep, cell)
         return render_chunks(
             lambda c, ce: self.query_modulated(rep, mods, c, ce), coord, cell, tile_q
-        )
-
-    @torch.no_grad()
-    def predict_full(
-        self,
-        lr: torch.Tensor,
-        H: int,
-        W: int,
-        tile_q: int | None = DEFAULT_TILE_QUERIES,
-        cell_clip: float | None | str = AUTO,
-        cmsr=None,
-        cmsr_exact_grid: bool = False,
-    ) -> torch.Tensor:
-        """As :meth:`ImplicitSR.predict_full`; ``cmsr``: a scale-to-modulation table (a YAML
-        path or the loaded mapping, e.g. the official ``configs/cmsr/result/*.yaml``) to render
-        scales above x4 with CMSR; ``cmsr_exact_grid``: use exact pixel centres for CMSR's level
-        grids instead of the official interpolated (border-clamped) ones."""
-        return self.encode(lr).render(
-            H,
-            W,
-            max_pixels=tile_q or H * W,
-            cell_clip=cell_clip,
-            cmsr=cmsr,
-            cmsr_exact_grid=cmsr_exact_grid,
         )
 
 
