@@ -9,6 +9,9 @@ Subpackages: models (native GB-LSR), encoders, asr (arbitrary-scale GB-LSR), lat
 training, data, metrics, cli.
 """
 
+# The method packages register their models, encoders and checkpoint converters on import
+# (gblsr.registry imports none of them). A new method package adds one line here.
+from . import asr, encoders, models, peers  # noqa: F401  (registration)
 from ._version import __version__
 from .asr import GBLSRScalarASR
 from .checkpoint import load_model, save_model

@@ -16,16 +16,16 @@ Also accepted, always without unpickling anything:
     ``torch.load(weights_only=True)``), optionally wrapped as ``{"state_dict": ..., "config": ...}``
     as the reference trainer writes it. A native model needs its RunConfig (embedded, or the YAML
     passed as ``config``); an arbitrary-scale model's architecture is read off the tensor shapes.
-  * further formats registered with :func:`register_converter` (peer methods' official files).
+  * further formats registered with :func:`gblsr.registry.register_converter` by the family that
+    owns them (:mod:`gblsr.asr.convert`, :mod:`gblsr.peers.convert`); this module never changes
+    to add one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 
 from ._version import __version__
-from .data.image_io import atomic_write
 from .errors import CheckpointError, UserInputError
-from .registry import _ensure_builtin, lookup
+from .fileio import atomic_write
+from .registry import converters, lookup, register_converter
 
 __all__ = [
     "FORMAT",
@@ -48,17 +48,6 @@ __all__ = [
 ]
 
 FORMAT = "gblsr.model"
-
-# A converter recognises a raw checkpoint (state dict + whatever else the file held) and returns
-# (architecture, config, state_dict) in our terms, or None when the file is not its format.
-Converter = Callable[[dict[str, torch.Tensor], dict[str, Any]], "tuple[str, dict, dict] | None"]
-_CONVERTERS: list[Converter] = []
-
-
-def register_converter(fn: Converter) -> Converter:
-    """Teach :func:`load_model` another checkpoint format (see the module docstring)."""
-    _CONVERTERS.append(fn)
-    return fn
 
 
 def model_identity(model: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -214,41 +203,9 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     model.load_state_dict(state_dict, strict=True)
 
 
-def _infer_asr(sd: dict[str, torch.Tensor]) -> tuple[str, dict, dict] | None:
-    """Reference GBLSRScalarASR state dicts: read the RDN and decoder sizes off the shapes."""
-    if "decoder.log_s_e" not in sd or "encoder.sfe_1.weight" not in sd:
-        return None
-    try:
-        sfe = sd["encoder.sfe_1.weight"]
-        blocks = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.rdbs\.(\d+)\.", k))}
-        layers = {
-            int(m.group(1))
-            for k in sd
-            if (m := re.match(r"encoder\.rdbs\.0\.dense_layers\.(\d+)\.", k))
-        }
-        growth = sd["encoder.rdbs.0.dense_layers.0.conv.weight"].shape[0]
-        n_coef = sd["decoder.coeff_proj.weight"].shape[0]
-    except KeyError:
-        return None
-    p_max = round((n_coef / 3) ** 0.5)
-    if 3 * p_max * p_max != n_coef:
-        return None
-    encoder_cfg = {
-        "num_features": int(sfe.shape[0]),
-        "growth_rate": int(growth),
-        "num_rdbs": len(blocks),
-        "num_layers_per_rdb": len(layers),
-        "kernel_size": int(sfe.shape[-1]),
-        "in_channels": int(sfe.shape[1]),
-    }
-    # The local ensemble has no weights; the reference default (on) applies unless configured.
-    config = {"encoder": "rdn", "encoder_cfg": encoder_cfg, "decoder_cfg": {"p_max": p_max}}
-    return "gblsr_asr", config, sd
-
-
 def _model_from_config_file(config: str | os.PathLike | dict, arm_index: int) -> tuple[str, dict]:
     """(arch, config) from a RunConfig YAML (reference) or a model YAML ``{model, args}``."""
-    from .training.config import RunConfig, expand_run_configs, load_config
+    from .models.run_config import RunConfig, expand_run_configs, load_config
 
     cfg = load_config(config) if not isinstance(config, dict) else config
     if "model" in cfg and isinstance(cfg["model"], (str, dict)):
@@ -271,7 +228,7 @@ def _model_from_config_file(config: str | os.PathLike | dict, arm_index: int) ->
 
 
 def _native_from_run_config(rc) -> tuple[str, dict]:
-    from .training.config import build_model_from_run_config
+    from .models.run_config import build_model_from_run_config
 
     model = build_model_from_run_config(rc)
     return model.registry_name, model.get_config()
@@ -312,8 +269,8 @@ def load_model(
         if isinstance(embedded, dict) and "arm" in embedded:  # reference trainer's model.pt
             arch, cfg = _native_from_run_config(_run_config_from_embedded(embedded))
         else:
-            _ensure_builtin()  # registers the converters of built-in packages
-            for conv in [*_CONVERTERS, lambda s, i: _infer_asr(s)]:
+            # Each method family registers its own (gblsr.asr.convert, gblsr.peers.convert).
+            for conv in converters():
                 found = conv(sd, info)
                 if found is not None:
                     arch, cfg, sd = found
@@ -340,7 +297,7 @@ def load_model(
 
 
 def _run_config_from_embedded(d: dict[str, Any]):
-    from .training.config import RunConfig
+    from .models.run_config import RunConfig
 
     d = dict(d)
     d.setdefault("experiment_id", "checkpoint")

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from ._version import __version__
 from .checkpoint import model_identity
-from .data.image_io import ImageData, atomic_write, to_uint8
+from .data.image_io import ImageData, to_uint8
 from .errors import CheckpointError, UserInputError
+from .fileio import atomic_write
 
 __all__ = [
     "FEATURES_FORMAT",

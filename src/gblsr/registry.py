@@ -1,4 +1,10 @@
-"""One registry for everything that can be built by name: models, encoders, decoders.
+"""One registry for everything that can be built by name: models, encoders, decoders, and the
+converters that read other code's checkpoint files.
+
+This module imports nothing else of gblsr (but its errors): methods import it to register
+themselves, and ``gblsr/__init__`` imports every method package, so by the time anyone looks a
+name up, every built-in is registered. Adding a method is one decorator in its own file plus
+one import line in its package's ``__init__``; nothing here changes.
 
 A registered class is built from a JSON-serialisable config dict with ``cls.from_config(cfg)``
 and describes itself with ``obj.get_config()``; that pair is what lets a checkpoint carry its own
@@ -19,7 +25,15 @@ from typing import Any
 
 from .errors import UserInputError
 
-__all__ = ["register", "make", "create_model", "available", "lookup"]
+__all__ = [
+    "register",
+    "make",
+    "create_model",
+    "available",
+    "lookup",
+    "register_converter",
+    "converters",
+]
 
 KINDS = ("model", "encoder", "decoder")
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}
@@ -41,13 +55,11 @@ def register(kind: str, name: str) -> Callable[[type], type]:
     return deco
 
 
-def _ensure_builtin() -> None:
-    # Importing the packages runs their @register decorators.
-    from . import asr, encoders, models, peers  # noqa: F401
-
-
 def lookup(kind: str, name: str) -> type:
-    _ensure_builtin()
+    """The class registered as ``kind`` ``name``; an unknown name is a :class:`UserInputError`
+    (one line, listing the known names)."""
+    if kind not in _REGISTRY:
+        raise UserInputError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -69,5 +81,29 @@ def create_model(name: str, **config: Any):
 
 
 def available(kind: str = "model") -> list[str]:
-    _ensure_builtin()
+    """Registered names of ``kind``, sorted."""
+    if kind not in _REGISTRY:
+        raise UserInputError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
     return sorted(_REGISTRY[kind])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint converters
+
+# A converter recognises a raw checkpoint (its state dict and whatever else the file held, see
+# gblsr.checkpoint.read_checkpoint) and returns (architecture, config, state_dict) in our terms,
+# or None when the file is not its format. Each method family registers its own.
+Converter = Callable[[dict, dict], "tuple[str, dict, dict] | None"]
+_CONVERTERS: list[Converter] = []
+
+
+def register_converter(fn: Converter) -> Converter:
+    """Decorator: teach :func:`gblsr.load_model` another checkpoint format."""
+    if fn not in _CONVERTERS:
+        _CONVERTERS.append(fn)
+    return fn
+
+
+def converters() -> list[Converter]:
+    """The registered converters, in registration order."""
+    return list(_CONVERTERS)

@@ -1,6 +1,7 @@
 """Arbitrary-scale super-resolution with GB-LSR (RDN encoder + local spectral decoder)."""
 
-from .coord import axis_centres, make_coord
+from ..geometry import axis_centres, make_coord
+from . import convert  # noqa: F401  (registers the reference-checkpoint converter)
 from .decoder import GBLSRScalarASRDecoder
 from .model import GBLSRScalarASR
 from .render import ASRRepresentation

@@ -32,9 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..geometry import axis_centres
 from ..models.basis import fourier_basis_1d
 from ..registry import register
-from .coord import axis_centres
 from .render import ASRRepresentation, nearest_cells_1d
 
 __all__ = [

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..geometry import axis_centres
 from ..models.basis import fourier_basis_1d
-from .coord import axis_centres
 
 __all__ = [
     "CLAMP",

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import LR_SOURCES, open_dataset
-from ..data.image_io import atomic_write
 from ..errors import UserInputError
+from ..fileio import atomic_write
 from ._common import add_device_arg, add_model_args, resolve_device, run_main
 
 PROG = "gblsr-eval"

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(report, indent=2)
         print(text)
         if args.output:
-            from ..data.image_io import atomic_write
+            from ..fileio import atomic_write
 
             def _write(tmp: str) -> None:
                 with open(tmp, "w") as f:

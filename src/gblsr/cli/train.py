@@ -87,7 +87,7 @@ def _slug(rc) -> str:
 def _run_native(cfg: dict, args, resume: bool) -> int:
     import yaml
 
-    from ..data.image_io import atomic_write
+    from ..fileio import atomic_write
     from ..training.config import expand_run_configs
 
     if args.run_dir:

@@ -9,7 +9,6 @@ file beside the target and renames it, so an interrupted run never leaves half a
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
+from ..fileio import atomic_write
 
 __all__ = [
     "ImageData",
@@ -124,31 +124,6 @@ def read_rgb_uint8(path: str | os.PathLike) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] float -> uint8 with rounding (not truncation) after clamping."""
     return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
-    """Call ``write_fn(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    The rename is atomic on POSIX and Windows, so readers see either the old file or the complete
-    new one. On any failure (a full disk, an interrupt) the temporary file is removed and the
-    target is left untouched.
-    """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.exists():
-        raise ImageError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
 
 
 def write_image(

@@ -113,7 +113,7 @@ def write_png_streamed(
 ) -> Path:
     """Write the uint8 bands (top to bottom; (rows, width, channels) each) as one PNG, through a
     temporary file renamed into place at the end."""
-    from .image_io import atomic_write
+    from ..fileio import atomic_write
 
     def _write(tmp: str) -> None:
         with open(tmp, "wb") as f:

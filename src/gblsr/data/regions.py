@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserInputError
-from .image_io import atomic_write
+from ..fileio import atomic_write
 
 __all__ = [
     "REGIONS",

@@ -405,7 +405,7 @@ def make_collate(varres: bool):
 
 
 def _to_coord_axis(n: int) -> torch.Tensor:
-    from ..asr.coord import axis_centres
+    from ..geometry import axis_centres
 
     return axis_centres(n)
 

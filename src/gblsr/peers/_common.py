@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..asr.coord import make_coord
+from ..geometry import make_coord
 
 __all__ = [
     "SHIFT_EPS",

@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..asr.coord import make_coord
 from ..errors import UserInputError
+from ..geometry import make_coord
 from ._common import AUTO, PeerRepresentation, denormalize, full_grid, render_chunks
 
 __all__ = [
@@ -98,7 +98,7 @@ def save_tables(tables: Mapping, path: str | os.PathLike) -> Path:
     """Write tables as init_cmsr.py does (PyYAML, keys sorted)."""
     import yaml
 
-    from ..data.image_io import atomic_write
+    from ..fileio import atomic_write
 
     plain = {k: dict(v) for k, v in tables.items()}
     text = yaml.dump(plain)

@@ -6,7 +6,7 @@ The official training scripts save ``{'model': {'name', 'args', 'sd'}, 'optimize
 ``edsr-baseline``, ``edsr`` or ``rdn``) and ``sd`` its state dict. :func:`convert_official` maps
 such a spec to (architecture, config, state dict) of our models; arguments we do not know are
 ignored (e.g. ``cmsr_spec``, an encoder's ``scale``). It is registered with
-:func:`gblsr.checkpoint.register_converter`, so ``gblsr.load_model`` and every ``--checkpoint``
+:func:`gblsr.registry.register_converter`, so ``gblsr.load_model`` and every ``--checkpoint``
 accept these files (read with ``torch.load(weights_only=True)``).
 
 Key mappings: EDSR and the decoders keep the official names; RDN's are renamed to our encoder's
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import register_converter
 from ..errors import CheckpointError
+from ..registry import register_converter
 
 __all__ = [
     "OFFICIAL_NAMES",

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.image_io import atomic_write
 from ..data.training_data import (
     PatchCropDataset,
     ResumableBatchSampler,
@@ -40,6 +39,7 @@ from ..data.training_data import (
     make_collate,
 )
 from ..errors import UserInputError
+from ..fileio import atomic_write
 from .config import RunConfig, build_model_from_run_config
 from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from .engine import FINAL_MODEL_NAME, LoopConfig, TrainLoop

@@ -411,7 +411,7 @@ def _train_sr(
         clear_run_files(stale)
         run_dir.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        from ..data.image_io import atomic_write
+        from ..fileio import atomic_write
 
         atomic_write(run_dir / "train_config.yaml", lambda tmp: Path(tmp).write_text(text))
         write_json_atomic(run_dir / "run.json", {"status": "running"})

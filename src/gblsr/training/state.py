@@ -33,8 +33,8 @@ import torch.nn as nn
 
 from .._version import __version__
 from ..checkpoint import save_model
-from ..data.image_io import atomic_write
 from ..errors import CheckpointError
+from ..fileio import atomic_write, write_json_atomic
 
 __all__ = [
     "RUN_ARTIFACTS",
@@ -105,11 +105,6 @@ def check_fresh_start(run_dir: str | os.PathLike, overwrite: bool) -> list[Path]
             "checkpoints and results), or choose another --run-dir"
         )
     return stale
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # ------------------------------------------------------------------ state <-> tensors + JSON
