@@ -140,8 +140,8 @@ def test_asr_forward_shapes_and_bandwidth_init():
 def test_predict_full_builds_no_graph_and_tiles_exactly():
     model = gblsr.GBLSRScalarASR(encoder_cfg=TINY_RDN)
     lr = torch.rand(1, 3, 7, 9)
-    a = model.predict_full(lr, 20, 23, tile_q=None)
-    b = model.predict_full(lr, 20, 23, tile_q=37)
+    a = model.predict_full(lr, 20, 23, tile=None)
+    b = model.predict_full(lr, 20, 23, tile=37)
     assert not a.requires_grad
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     # the query path at the same pixel centres agrees with the full render

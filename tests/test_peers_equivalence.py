@@ -138,8 +138,8 @@ def test_predict_full_does_not_depend_on_tiling():
     call = next(c for c in case["calls"] if c["name"] == "full_x12_b2_3x4")
     m = model("lmliif_edsr")
     lr = t[call["inputs"]["lr"]]
-    whole = m.predict_full(lr, call["H"], call["W"], tile_q=None)
-    tiled = m.predict_full(lr, call["H"], call["W"], tile_q=97)
+    whole = m.predict_full(lr, call["H"], call["W"], tile=None)
+    tiled = m.predict_full(lr, call["H"], call["W"], tile=97)
     assert_rel_close(tiled, whole, "tiled")
 
 

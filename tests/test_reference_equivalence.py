@@ -175,7 +175,7 @@ def test_matches_reference_output(path, call_name):
     with torch.no_grad():
         if kind == "GBLSRScalarASR":
             if call["method"] == "predict_full":
-                kwargs = {"tile_q": call["tile_q"]} if "tile_q" in call else {}
+                kwargs = {"tile": call["tile_q"]} if "tile_q" in call else {}
                 outs = {"pred": model.predict_full(inp["lr"], call["H_q"], call["W_q"], **kwargs)}
             else:
                 outs = {"pred": model(inp["lr"], inp["coord"], inp["cell"])}

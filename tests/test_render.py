@@ -177,7 +177,7 @@ def test_encode_render_api(asr_model):
         assert rel_err(x3, asr_model.predict_full(lr, 27, 33)) <= 1e-6
         # Re-render at other sizes without encoding again.
         for H, W in ((20, 22), (31, 40), (9, 11), (4, 5)):
-            assert rel_err(rep.render(H, W), asr_model.predict_full(lr, H, W, tile_q=None)) <= 1e-6
+            assert rel_err(rep.render(H, W), asr_model.predict_full(lr, H, W, tile=None)) <= 1e-6
         win = rep.render_region(5, 7, 10, 12, 27, 33)
         assert rel_err(win, x3[:, :, 5:15, 7:19]) <= 1e-6
         # Arbitrary points agree with the grid.
@@ -279,9 +279,9 @@ def test_query_cells_matches_decoder_query_on_random_points():
 def test_predict_full_memory_knobs_do_not_change_the_result(asr_model):
     lr = torch.rand(1, 3, 6, 5)
     a = asr_model.predict_full(lr, 23, 19)
-    b = asr_model.predict_full(lr, 23, 19, tile_q=17)
-    c = asr_model.predict_full(lr, 23, 19, tile_q=None, max_memory=2 << 20)
-    d = asr_model.predict_full(lr, 23, 19, None)
+    b = asr_model.predict_full(lr, 23, 19, tile=17)
+    c = asr_model.predict_full(lr, 23, 19, tile=None, max_memory=2 << 20)
+    d = asr_model.predict_full(lr, 23, 19, tile=None)
     for x in (b, c, d):
         assert rel_err(x, a) <= 1e-6
     assert not a.requires_grad

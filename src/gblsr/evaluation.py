@@ -43,6 +43,7 @@ from .metrics.quality import (
     psnr,
     ssim,
 )
+from .representation import Representation, SRModel, check_window
 
 __all__ = [
     "Protocol",
@@ -78,7 +79,29 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-class InterpolationBaseline(nn.Module):
+class InterpolationRepresentation(Representation):
+    """An LR image to be resized: rendering at H x W is one ``imresize`` (cached per size);
+    windows are cut from it."""
+
+    def __init__(self, baseline: InterpolationBaseline, lr: torch.Tensor):
+        self.baseline, self.lr = baseline, lr
+        self.batch_size, self.device, self.dtype = int(lr.shape[0]), lr.device, lr.dtype
+        self.input_size = (int(lr.shape[-2]), int(lr.shape[-1]))
+        self._full: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    def bytes_per_pixel(self, H: int, W: int) -> int:
+        return 3 * 4 * self.batch_size
+
+    def render_region(self, top, left, height, width, H, W, **options) -> torch.Tensor:
+        if options:
+            raise TypeError(f"interpolation takes no render options (got {sorted(options)})")
+        check_window(top, left, height, width, H, W)
+        if self._full is None or self._full[0] != (H, W):
+            self._full = ((H, W), self.baseline.resize(self.lr, H, W))
+        return self._full[1][..., top : top + height, left : left + width]
+
+
+class InterpolationBaseline(SRModel, nn.Module):
     """Plain interpolation as an SR "model": MATLAB ``imresize`` of the LR to the HR size.
 
     With ``uint8=True`` (default) the LR is taken as the 8-bit image it is and resized with
@@ -105,8 +128,13 @@ class InterpolationBaseline(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {"method": self.method, "uint8": self.uint8}
 
-    @torch.no_grad()
-    def predict_full(self, lr: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    def encode_state(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"lr": lr}
+
+    def representation(self, state, input_size=None) -> InterpolationRepresentation:
+        return InterpolationRepresentation(self, state["lr"])
+
+    def resize(self, lr: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1] -> (B, 3, H, W) in [0, 1]."""
         if self.uint8:
             q = (lr.clamp(0, 1) * 255.0).round().to(torch.uint8)
@@ -114,7 +142,7 @@ class InterpolationBaseline(nn.Module):
         return imresize(lr, size=(H, W), method=self.method)
 
     def forward(self, lr: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        return self.predict_full(lr, H, W)
+        return self.resize(lr, H, W)
 
 
 BASELINES = ("bicubic", "bilinear", "nearest")
@@ -405,7 +433,7 @@ def evaluate(
                 patch_size=patch_size,
                 on_image=on_image,
             )
-        if not hasattr(model, "predict_full"):
+        if not isinstance(model, SRModel):
             raise UserInputError(
                 f"model {type(model).__name__} has no predict_full(lr, H, W); "
                 "cannot evaluate it as SR"

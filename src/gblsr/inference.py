@@ -30,6 +30,7 @@ from .checkpoint import model_identity
 from .data.image_io import ImageData, to_uint8
 from .errors import CheckpointError, UserInputError
 from .fileio import atomic_write
+from .representation import SRModel
 
 __all__ = [
     "FEATURES_FORMAT",
@@ -126,9 +127,9 @@ def encode_image(model: nn.Module, image: ImageData) -> EncodedImage:
     """Run the encoder on one image."""
     x = image.rgb.unsqueeze(0).to(_device_of(model))
     task = getattr(model, "task", None)
-    if task == "sr" and hasattr(model, "encode_state"):
+    if isinstance(model, SRModel):
         state, pad_info = model.encode_state(x), None
-    elif task == "reconstruction" and hasattr(model, "encode"):
+    elif task == "reconstruction":
         feat, pad_info = model.encode(x)
         state = {"features": feat}
     else:
@@ -200,7 +201,7 @@ def _render_sr(
 def _budget(rep, max_memory: int | None, tile: int | None) -> int | None:
     """Transient bytes per band: a quarter of --max-memory is left to the band's conversion to
     8 bits and its compression, and bands are no bigger than render fastest on the device."""
-    from .asr.render import preferred_tile_budget
+    from .asr.tiling import preferred_tile_budget
 
     if max_memory is None and tile is not None:
         return None

@@ -1,65 +1,104 @@
-"""GB-LSR decoder for arbitrary-scale SR: one coefficient block per feature cell, one bandwidth.
+"""GB-LSR-ASR: the arbitrary-scale GB-LSR decoder, stated point by point.
 
-Each cell of the (h, w) feature map carries ``3 x p_max x p_max`` Fourier coefficients (a 1x1
-conv of the features). A query point is rendered by the cell that owns it: its offset from the
-cell centre, scaled so the cell spans [-1, 1], is fed to the separable Fourier basis of
-:mod:`gblsr.models.basis` with the global bandwidth ``s_e = softplus(log_s_e)``, and the basis
-is contracted with the cell's coefficients. With the local ensemble, the four cells around the
-point (LIIF's corner shifts) each render it and the results are blended by the areas of the
-opposite rectangles.
+Each cell of the (h, w) feature map carries ``3 x p_max x p_max`` Fourier coefficients
+``C[c, k, l]`` (colour c, vertical mode k, horizontal mode l), a 1x1 conv of the features. A
+point (y, x) in [-1, 1]^2 is rendered by the cell that owns it::
 
-Rendering rules that decide the last bits (shared with LIIF and LTE):
-  * corner shifts are +-(1/h, 1/w) plus 1e-6 on both axes (breaks nearest-cell ties at odd
-    scales), the shifted point is clamped to +-(1 - 1e-6), and the owning cell is the nearest
-    centre as ``grid_sample(mode="nearest", align_corners=False)`` picks it;
-  * the offset uses the unshifted point, scaled by (h, w);
-  * blend weight = |dy * dx| + 1e-9 of the diagonally opposite corner, over the sum of all four.
+    rgb[c] = sum_kl C[c, k, l] * phi(dy)[k] * phi(dx)[l]
 
-Two ways to render, both equal to the reference to ~3e-7 relative:
-  * :meth:`GBLSRScalarASRDecoder.forward` / :meth:`~GBLSRScalarASRDecoder.query`: arbitrary
-    points (training); the owning cells come from a one-channel map of cell numbers and the
-    coefficient rows are gathered by index, not by a 3 p^2-channel ``grid_sample``;
-  * :meth:`GBLSRScalarASRDecoder.encode` -> :class:`~gblsr.asr.render.ASRRepresentation`:
-    regular output grids of any size (inference), with the separable renderer of
-    :mod:`gblsr.asr.render`.
+where (dy, dx) is the point's offset from the cell centre scaled so the cell spans [-1, 1] and
+phi the separable 1-D Fourier basis of :mod:`gblsr.models.basis` with the global bandwidth
+``s_e = softplus(log_s_e)``. With the local ensemble the four cells around the point each
+render it and the results are blended by area weights: LIIF's corner rule, written once in
+:mod:`gblsr.geometry` (shifts +-(1/h, 1/w) + 1e-6, clamp, nearest centre as grid_sample picks
+it, offsets of the unshifted point, opposite-corner areas + 1e-9).
+
+:func:`render_points` is that statement in code (training, arbitrary points). Regular output
+grids (inference) are rendered with the exact separable accelerator of
+:mod:`gblsr.asr.separable`, tiled by :mod:`gblsr.asr.tiling`; both agree with the reference to
+~3e-7 relative. :class:`ASRRepresentation` is the encoded image that does either.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..geometry import axis_centres
+from ..geometry import (
+    CORNER_EPS,
+    axis_members,
+    blend,
+    corner_weights,
+    geometry_dtype,
+    nearest_cells_1d,
+)
 from ..models.basis import fourier_basis_1d
 from ..registry import register
-from .render import ASRRepresentation, nearest_cells_1d
+from ..representation import Representation, check_window
+from .separable import plan_axis, project_to_layout, render_window
+from .tiling import estimate_tile_bytes, tile_shape
 
 __all__ = [
     "GBLSRScalarASRDecoder",
+    "ASRRepresentation",
     "CORNER_EPS",
     "corner_offsets",
     "owning_cells",
     "contract_cells",
+    "render_points",
 ]
 
-_CLAMP = 1.0 - 1e-6
+
+def contract_cells(coef: torch.Tensor, phi_y: torch.Tensor, phi_x: torch.Tensor) -> torch.Tensor:
+    """sum_kl coef[..., c, k, l] * phi_y[..., k] * phi_x[..., l].
+
+    coef: (..., 3, p, p); phi_y, phi_x: (..., p). returns (..., 3).
+    """
+    inner = coef @ phi_x.unsqueeze(-2).unsqueeze(-1)  # (..., 3, p, 1)
+    return (phi_y.unsqueeze(-2).unsqueeze(-2) @ inner)[..., 0, 0]
+
+
+def render_points(
+    coef_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    s_e: torch.Tensor,
+    coord: torch.Tensor,
+    h: int,
+    w: int,
+    p: int,
+    local_ensemble: bool,
+) -> torch.Tensor:
+    """GB-LSR-ASR at arbitrary points.
+
+    coef_at(rows, cols): (B, Q) int64 cell rows and columns -> their blocks (B, Q, 3, p, p)
+    s_e:   0-d bandwidth
+    coord: (B, Q, 2) (y, x) in [-1, 1] on an (h, w) cell grid
+    returns: (B, Q, 3), unclamped
+    """
+    rows, rels_y = axis_members(coord[..., 0], h, local_ensemble, vertical=True)
+    cols, rels_x = axis_members(coord[..., 1], w, local_ensemble, vertical=False)
+    s_e = s_e.to(coord.dtype)
+    # Each axis has only two shifts: the bases are computed per axis, not per corner.
+    phis_y = [fourier_basis_1d(r, p, s_e) for r in rels_y]
+    phis_x = [fourier_basis_1d(r, p, s_e) for r in rels_x]
+    preds = []
+    for row, phi_y in zip(rows, phis_y):
+        for col, phi_x in zip(cols, phis_x):
+            # One corner at a time bounds the gathered blocks to Q x 3 p^2 values.
+            coef = coef_at(row, col)
+            preds.append(contract_cells(coef, phi_y.to(coef.dtype), phi_x.to(coef.dtype)))
+    return blend(preds, corner_weights(rels_y, rels_x))
 
 
 def corner_offsets(h: int, w: int, local_ensemble: bool) -> list[tuple[float, float]]:
-    """(dy, dx) shifts of the query point, one per corner, in the reference's corner order
-    (-,-), (-,+), (+,-), (+,+); the tie-breaking epsilon is added on top (see :data:`CORNER_EPS`).
-    """
+    """(dy, dx) shifts of the query point, one per corner, in corner order (-,-), (-,+), (+,-),
+    (+,+); the tie-breaking :data:`CORNER_EPS` is added on top (see :mod:`gblsr.geometry`)."""
     if not local_ensemble:
         return [(0.0, 0.0)]
     return [(vy / h, vx / w) for vy in (-1, 1) for vx in (-1, 1)]
-
-
-# Added to both axes of every shifted point: at odd integer scales some query points sit exactly
-# half-way between two cell centres, and this decides the tie the way LIIF does.
-CORNER_EPS = 1e-6
 
 
 def owning_cells(coord: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -70,23 +109,9 @@ def owning_cells(coord: torch.Tensor, h: int, w: int) -> torch.Tensor:
     returns: (B, Q) int64 in [0, h * w).
     """
     b = coord.shape[0]
-    # Sampling a one-channel map of cell numbers reproduces the kernel's rounding (round half
-    # to even after its own unnormalisation) bit for bit, at 1/(3 p_max^2) of the cost of
-    # sampling the coefficients themselves. float32 holds the numbers exactly up to 2^24 cells.
-    idx_dtype = torch.float64 if coord.dtype == torch.float64 else torch.float32
-    numbers = torch.arange(h * w, device=coord.device, dtype=idx_dtype).view(1, 1, h, w)
-    grid = coord.to(idx_dtype).flip(-1).unsqueeze(1)  # (B, 1, Q, 2) in (x, y)
-    picked = F.grid_sample(numbers.expand(b, 1, h, w), grid, mode="nearest", align_corners=False)
-    return picked[:, 0, 0, :].long()
-
-
-def contract_cells(coef: torch.Tensor, phi_y: torch.Tensor, phi_x: torch.Tensor) -> torch.Tensor:
-    """sum_ij coef[..., c, i, j] * phi_y[..., i] * phi_x[..., j].
-
-    coef: (..., 3, p, p); phi_y, phi_x: (..., p). returns (..., 3).
-    """
-    inner = coef @ phi_x.unsqueeze(-2).unsqueeze(-1)  # (..., 3, p, 1)
-    return (phi_y.unsqueeze(-2).unsqueeze(-2) @ inner)[..., 0, 0]
+    rows = nearest_cells_1d(coord[..., 0].reshape(-1), h, vertical=True).view(b, -1)
+    cols = nearest_cells_1d(coord[..., 1].reshape(-1), w, vertical=False).view(b, -1)
+    return rows * w + cols
 
 
 @register("decoder", "gblsr")
@@ -131,63 +156,8 @@ class GBLSRScalarASRDecoder(nn.Module):
         return F.softplus(self.log_s_e)
 
     def coefficients(self, feat: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) -> (B, 3 * p_max^2, h, w) coefficient map."""
+        """(B, D, h, w) -> (B, 3 * p_max^2, h, w) coefficient map (channel c p^2 + k p + l)."""
         return self.coeff_proj(feat)
-
-    def encode(
-        self, feat: torch.Tensor, input_size: tuple[int, int] | None = None
-    ) -> ASRRepresentation:
-        """Features (B, D, h, w) -> an :class:`ASRRepresentation` that renders any size.
-
-        The 1x1 projection is computed as one GEMM per band of feature rows whose output rows
-        (pixels, ordered column-major) already hold each cell's coefficients in the rendering
-        layout's order, so filling the layout moves contiguous runs of 3 p floats rather than
-        transposing the whole map. Without autograd the bands are written straight into the
-        layout: the peak is one coefficient map (12x the features at p_max = 16), not two.
-        """
-        p = self.p_max
-        b, d, h, w = feat.shape
-        weight = self.coeff_proj.weight.view(3, p, p, d)  # [c, k, l, d]
-        # (d, (l, c, k)) and ((l, c, k),): columns in the order the layout stores them.
-        w_t = weight.permute(3, 2, 0, 1).reshape(d, 3 * p * p)
-        bias = self.coeff_proj.bias.view(3, p, p).permute(2, 0, 1).reshape(-1)
-
-        def pixels(bi: int, r0: int, r1: int) -> torch.Tensor:
-            # Features of a band of rows, one row per pixel in (column, row) order: (w rr, d).
-            x = feat[bi, :, r0:r1].permute(2, 1, 0).reshape(w * (r1 - r0), d)
-            return x.to(w_t.dtype)
-
-        needs_grad = torch.is_grad_enabled() and (
-            feat.requires_grad or any(t.requires_grad for t in self.coeff_proj.parameters())
-        )
-        if needs_grad:
-            cells = torch.stack(
-                [
-                    torch.addmm(bias, pixels(bi, 0, h), w_t).view(w, h, p, 3 * p).transpose(1, 2)
-                    for bi in range(b)
-                ]
-            ).reshape(b, w, p, h, 3, p)
-        else:
-            cells = feat.new_empty(b, w, p, h, 3, p, dtype=w_t.dtype)
-            # Bands of ~16 MiB of float32 coefficients, computed into one reused buffer (fresh
-            # large buffers cost a page fault per 4 KiB on every use).
-            rows = max(1, (4 << 20) // max(1, 3 * p * p * w))
-            buf = None
-            for bi in range(b):
-                for r0 in range(0, h, rows):
-                    r1 = min(h, r0 + rows)
-                    x = pixels(bi, r0, r1)
-                    if buf is None:
-                        buf = x.new_empty(w * rows, 3 * p * p)
-                    coef = torch.mm(x, w_t, out=buf[: x.shape[0]])
-                    # Bias added on the way into the layout: runs of 3 p floats per cell.
-                    torch.add(
-                        coef.view(w, r1 - r0, p, 3 * p).transpose(1, 2),
-                        bias.view(p, 1, 3 * p),
-                        out=cells[bi, :, :, r0:r1].view(w, p, r1 - r0, 3 * p),
-                    )
-            del buf
-        return ASRRepresentation(cells, self.bandwidth(), self.local_ensemble, input_size or (h, w))
 
     def query(self, coef: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
         """Render arbitrary points from a coefficient map.
@@ -196,50 +166,180 @@ class GBLSRScalarASRDecoder(nn.Module):
         """
         b, k, h, w = coef.shape
         p = self.p_max
-        s_e = self.bandwidth().to(coef.dtype)
-        # Rows of this table are gathered by index; no per-query interpolation kernel.
+        # Blocks are gathered by index from a table of rows, one row per cell.
         table = coef.permute(0, 2, 3, 1).reshape(b * h * w, k)
-        centre_y = axis_centres(h, coord.dtype, coord.device)
-        centre_x = axis_centres(w, coord.dtype, coord.device)
-        batch_base = (torch.arange(b, device=coord.device) * (h * w)).view(b, 1)
+        base = (torch.arange(b, device=coord.device) * (h * w)).view(b, 1)
 
-        eps = CORNER_EPS if self.local_ensemble else 0.0
-        shifts = (-1, 1) if self.local_ensemble else (0,)
-        # Each axis has only two distinct shifts; corner (a, b) pairs row shift a with column
-        # shift b. The nearest cell along each axis is grid_sample's choice (see nearest_cells_1d).
-        rows, rels_y, phis_y, cols, rels_x, phis_x = [], [], [], [], [], []
-        for v in shifts:
-            y = (coord[..., 0] + v / h + eps).clamp_(-_CLAMP, _CLAMP)
-            r = nearest_cells_1d(y.reshape(-1), h, vertical=True).view(b, -1)
-            rows.append(r)
-            rels_y.append((coord[..., 0] - centre_y[r]) * h)
-            phis_y.append(fourier_basis_1d(rels_y[-1], p, s_e))
-            x = (coord[..., 1] + v / w + eps).clamp_(-_CLAMP, _CLAMP)
-            n = nearest_cells_1d(x.reshape(-1), w, vertical=False).view(b, -1)
-            cols.append(n)
-            rels_x.append((coord[..., 1] - centre_x[n]) * w)
-            phis_x.append(fourier_basis_1d(rels_x[-1], p, s_e))
+        def coef_at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            flat = (base + rows * w + cols).reshape(-1)
+            return table.index_select(0, flat).view(b, -1, 3, p, p)
 
-        preds, areas = [], []
-        for a in range(len(shifts)):
-            for c in range(len(shifts)):
-                cell = batch_base + rows[a] * w + cols[c]
-                # One corner at a time bounds the gathered rows to Q x 3 p^2 floats.
-                cell_coef = table.index_select(0, cell.reshape(-1)).view(b, -1, 3, p, p)
-                preds.append(contract_cells(cell_coef, phis_y[a], phis_x[c]))
-                areas.append(torch.abs(rels_y[a] * rels_x[c]) + 1e-9)
-
-        if len(preds) == 1:
-            return preds[0]  # its weight is area / area == 1
-        # Each corner is weighted by the area of the rectangle spanned to the opposite corner.
-        areas = areas[::-1]
-        total = areas[0] + areas[1] + areas[2] + areas[3]
-        out = 0
-        for pred, area in zip(preds, areas):
-            out = out + pred * (area / total).unsqueeze(-1)
-        return out
+        return render_points(coef_at, self.bandwidth(), coord, h, w, p, self.local_ensemble)
 
     def forward(
         self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.query(self.coefficients(feat), coord)
+
+    def encode(
+        self, feat: torch.Tensor, input_size: tuple[int, int] | None = None
+    ) -> ASRRepresentation:
+        """Features (B, D, h, w) -> an :class:`ASRRepresentation` that renders any size."""
+        cells = project_to_layout(feat, self.coeff_proj, self.p_max)
+        h, w = feat.shape[-2:]
+        return ASRRepresentation(cells, self.bandwidth(), self.local_ensemble, input_size or (h, w))
+
+
+class ASRRepresentation(Representation):
+    """An encoded image: everything needed to render it at any size, any number of times.
+
+    Built by :meth:`GBLSRScalarASR.encode` / :meth:`GBLSRScalarASRDecoder.encode`.
+
+    cells:          (B, w, p, h, 3, p) coefficients in the separable renderer's layout
+                    (:func:`gblsr.asr.separable.grid_layout`)
+    bandwidth:      0-d s_e
+    local_ensemble: whether the four-corner ensemble is used
+    input_size:     (H_in, W_in) of the encoded image, if known (the encoder keeps the size, so
+                    it equals the feature size for RDN)
+    """
+
+    def __init__(
+        self,
+        cells: torch.Tensor,
+        bandwidth: torch.Tensor,
+        local_ensemble: bool,
+        input_size: tuple[int, int] | None = None,
+    ):
+        if cells.dim() != 6 or cells.shape[4] != 3 or cells.shape[2] != cells.shape[5]:
+            raise ValueError(f"cells must be (B, w, p, h, 3, p), got {tuple(cells.shape)}")
+        self.cells = cells
+        self.bandwidth = bandwidth
+        self.local_ensemble = bool(local_ensemble)
+        self.input_size = tuple(input_size) if input_size is not None else self.feature_size
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return int(self.cells.shape[3]), int(self.cells.shape[1])
+
+    @property
+    def p_max(self) -> int:
+        return int(self.cells.shape[2])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cells.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cells.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.cells.device
+
+    @property
+    def nbytes(self) -> int:
+        return self.cells.numel() * self.cells.element_size()
+
+    def to(self, *args, **kwargs) -> ASRRepresentation:
+        bw = self.bandwidth
+        return ASRRepresentation(
+            self.cells.to(*args, **kwargs),
+            bw.to(*args, **kwargs) if bw.is_floating_point() else bw,
+            self.local_ensemble,
+            self.input_size,
+        )
+
+    def __repr__(self) -> str:
+        h, w = self.feature_size
+        return (
+            f"ASRRepresentation(batch={self.batch_size}, features={h}x{w}, p_max={self.p_max}, "
+            f"s_e={float(self.bandwidth):.4g}, local_ensemble={self.local_ensemble}, "
+            f"dtype={self.dtype}, device={self.device}, {self.nbytes / 2**20:.1f} MiB)"
+        )
+
+    # -- the Representation interface --------------------------------------------------------
+    def render_region(self, top, left, height, width, H, W, **options) -> torch.Tensor:
+        """Window ``[top, top + height) x [left, left + width)`` of the H x W rendering, in one
+        pass of the separable renderer: (B, 3, height, width). Equal to the same pixels of
+        :meth:`render` (up to the float rounding of the contraction)."""
+        if options:
+            raise TypeError(f"GB-LSR-ASR takes no render options (got {sorted(options)})")
+        check_window(top, left, height, width, int(H), int(W))
+        plan_y = self._plan(int(H), top, height, vertical=True)
+        plan_x = self._plan(int(W), left, width, vertical=False)
+        return render_window(self.cells, self.bandwidth, plan_y, plan_x, self.local_ensemble)
+
+    def _plan(self, n_out: int, start: int, length: int, vertical: bool):
+        h, w = self.feature_size
+        return plan_axis(
+            n_out,
+            h if vertical else w,
+            start,
+            length,
+            self.local_ensemble,
+            vertical,
+            geometry_dtype(self.dtype),
+            self.device,
+        )
+
+    def bytes_per_pixel(self, H: int, W: int) -> int:
+        """Estimated transient bytes per pixel of a full-width strip of 16 rows."""
+        h, w = self.feature_size
+        rows = min(int(H), 16)
+        est = estimate_tile_bytes(
+            rows,
+            int(W),
+            self.batch_size,
+            self.p_max,
+            H / h,
+            W / w,
+            self.cells.element_size(),
+            self.local_ensemble,
+        )
+        return max(1, -(-est // (rows * int(W))))
+
+    def tile_shape(
+        self, H: int, W: int, max_pixels: int | None = None, max_memory: int | None = None
+    ) -> tuple[int, int]:
+        """(rows, cols) of the tiles :meth:`render` uses for an H x W output (see
+        :func:`gblsr.asr.tiling.tile_shape`; default budget: what renders fastest here)."""
+        H, W = int(H), int(W)
+        check_window(0, 0, H, W, H, W)
+        h, w = self.feature_size
+        return tile_shape(
+            H,
+            W,
+            self.batch_size,
+            self.p_max,
+            H / h,
+            W / w,
+            self.cells.element_size(),
+            self.local_ensemble,
+            self.device,
+            max_pixels,
+            max_memory,
+        )
+
+    def query(self, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Render arbitrary points: coord (B, Q, 2) (y, x) in [-1, 1] -> (B, Q, 3). ``cell`` is
+        not used (the basis is a continuous function)."""
+        if coord.dim() != 3 or coord.shape[0] != self.batch_size or coord.shape[-1] != 2:
+            raise ValueError(f"coord must be ({self.batch_size}, Q, 2), got {tuple(coord.shape)}")
+        return query_cells(self.cells, self.bandwidth, coord, self.local_ensemble)
+
+
+def query_cells(
+    cells: torch.Tensor, s_e: torch.Tensor, coord: torch.Tensor, local_ensemble: bool
+) -> torch.Tensor:
+    """:func:`render_points` from a coefficient map in the separable layout.
+
+    cells: (B, w, p, h, 3, p); coord: (B, Q, 2) (y, x) in [-1, 1]. returns (B, Q, 3).
+    """
+    b, w, p, h, _, _ = cells.shape
+    bidx = torch.arange(b, device=coord.device).view(b, 1)
+
+    def coef_at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return cells[bidx, cols, :, rows].permute(0, 1, 3, 4, 2)  # [b, q, c, k, l]
+
+    return render_points(coef_at, s_e, coord, h, w, p, local_ensemble)

@@ -17,26 +17,25 @@ import torch
 import torch.nn as nn
 
 from ..registry import make, register
-from .decoder import GBLSRScalarASRDecoder
-from .render import ASRRepresentation, preferred_tile_budget
+from ..representation import SRModel
+from .decoder import ASRRepresentation, GBLSRScalarASRDecoder
 
 __all__ = ["GBLSRScalarASR", "DEFAULT_TILE_QUERIES", "ASRRepresentation"]
 
-# At most this many output pixels per tile in predict_full (the tiles are also bounded by
-# memory, see ASRRepresentation.tile_shape); None renders the whole image in one piece.
+# Kept for compatibility: predict_full's tiles are bounded by memory (ASRRepresentation.tile_shape)
+# unless ``tile`` (output pixels per tile) is given.
 DEFAULT_TILE_QUERIES = 1 << 20
 
 
 @register("model", "gblsr_asr")
-class GBLSRScalarASR(nn.Module):
-    """Encoder + :class:`GBLSRScalarASRDecoder`.
+class GBLSRScalarASR(SRModel, nn.Module):
+    """Encoder + :class:`GBLSRScalarASRDecoder`. ``encode``, ``predict_full(lr, H, W, *,
+    max_memory=None, tile=None)`` come from :class:`~gblsr.representation.SRModel`.
 
     encoder_cfg: keyword config of the encoder (``RDNConfig`` fields for ``rdn``).
     decoder_cfg: ``p_max``, ``bandwidth_init``, ``local_ensemble``.
     encoder:     registered encoder name.
     """
-
-    task = "sr"
 
     def __init__(
         self,
@@ -66,15 +65,6 @@ class GBLSRScalarASR(nn.Module):
         """Training interface: lr (B, 3, h, w), coord (B, Q, 2) (y, x) -> RGB (B, Q, 3)."""
         return self.decoder(self.encoder(lr), coord, cell)
 
-    def encode(self, lr: torch.Tensor) -> ASRRepresentation:
-        """Encode once, render many: lr (B, 3, h, w) -> :class:`ASRRepresentation`.
-
-        ``rep.render(H, W)`` renders any output size, ``rep.render_region(top, left, height,
-        width, H, W)`` one window of it, ``rep.query(coord)`` arbitrary points. Autograd flows
-        through when enabled (wrap in ``torch.no_grad()`` for inference).
-        """
-        return self.representation(self.encode_state(lr), input_size=tuple(lr.shape[-2:]))
-
     def encode_state(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """The compact tensors an encoded image is stored as (feature blobs): the encoder
         output ``features`` (B, D, h, w), 12x smaller than the coefficients at p_max = 16."""
@@ -85,27 +75,3 @@ class GBLSRScalarASR(nn.Module):
     ) -> ASRRepresentation:
         """Rebuild the renderable representation from :meth:`encode_state`'s tensors."""
         return self.decoder.encode(state["features"], input_size=input_size)
-
-    @torch.no_grad()
-    def predict_full(
-        self,
-        lr: torch.Tensor,
-        H_q: int,
-        W_q: int,
-        tile_q: int | None = DEFAULT_TILE_QUERIES,
-        *,
-        max_memory: int | None = None,
-    ) -> torch.Tensor:
-        """Render the whole (B, 3, H_q, W_q) image at pixel centres; no autograd graph.
-
-        ``tile_q`` bounds the output pixels rendered at once and ``max_memory`` (bytes) the
-        renderer's estimated transient memory per tile (default: what renders fastest on the
-        device, 128 MiB on the CPU); ``tile_q=None`` without ``max_memory`` renders in one piece.
-        The result does not depend on either: tiles are exact windows of the same rendering.
-        """
-        rep = self.encode(lr)
-        if tile_q is None and max_memory is None:
-            return rep.render(H_q, W_q, max_pixels=H_q * W_q)
-        if max_memory is None:
-            max_memory = preferred_tile_budget(rep.device)
-        return rep.render(H_q, W_q, max_pixels=tile_q, max_memory=max_memory)

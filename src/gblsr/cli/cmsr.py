@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("--mse-threshold must be positive")
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, device=device)
-        if not hasattr(model, "modulations"):
+        if model.registry_name not in ("lmliif", "lmlte"):
             raise UserInputError(
                 f"{model.registry_name} has no latent modulations; CMSR is for lmliif / lmlte"
             )

@@ -1,17 +1,8 @@
-"""What LIIF, LTE and LMF share: the [-1, 1] data range, LIIF's local ensemble, the plain MLP,
-chunked full-image rendering.
+"""What LIIF, LTE and LMF share: the [-1, 1] data range, the plain MLP, gathering latents,
+query grids, and the :class:`PeerRepresentation` / :class:`ImplicitSR` base classes.
 
-Local ensemble (the rules that decide the last bits, shared by all three methods):
-  * a query (y, x) is shifted by (vy / h + 1e-6, vx / w + 1e-6) for the corners (vy, vx) in the
-    order (-1, -1), (-1, +1), (+1, -1), (+1, +1); each shift is one pre-summed double added once;
-    the shifted point is clamped to +-(1 - 1e-6);
-  * the latent a corner uses is the one ``grid_sample(mode='nearest', align_corners=False)``
-    picks at the shifted point (round half to even of ``((c + 1) n - 1) / 2`` in float32); we
-    look its number up on a map of latent numbers, which reproduces the kernel's choice exactly;
-  * the relative coordinate uses the unshifted query: ``(q - centre) * (h, w)``, in [-2, 2];
-  * weights: area_k = |rel_y * rel_x| + 1e-9; total = sum of the four (stacked and summed);
-    corner k is weighted by the area of the diagonally opposite corner over the total, and the
-    blend is accumulated in corner order from 0.
+The local ensemble (LIIF's corner rule, which decides the last bits of all three methods) is
+:func:`gblsr.geometry.ensemble_members` + :func:`gblsr.geometry.blend`, re-exported here.
 Without the local ensemble there is one member, no shift and weight 1.
 """
 
@@ -19,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..geometry import make_coord
+from ..geometry import AREA_EPS, CLAMP, CORNER_EPS, Member, blend, ensemble_members, make_coord
+from ..registry import make
+from ..representation import Representation, SRModel, check_window
 
 __all__ = [
     "SHIFT_EPS",
@@ -52,9 +44,7 @@ __all__ = [
     "ImplicitSR",
 ]
 
-SHIFT_EPS = 1e-6
-CLAMP = 1.0 - 1e-6
-AREA_EPS = 1e-9
+SHIFT_EPS = CORNER_EPS
 # Queries per chunk in predict_full (the official test configs use 30,000).
 DEFAULT_TILE_QUERIES = 30000
 
@@ -85,74 +75,6 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         return self.layers(x.reshape(-1, x.shape[-1])).view(*lead, -1)
-
-
-@dataclass
-class Member:
-    """One local-ensemble member for a batch of queries.
-
-    index: (B, Q) int64, flat latent index (row * w + col) within its image
-    rel:   (B, Q, 2) offset of the query from that latent's centre, times (h, w)
-    """
-
-    index: torch.Tensor
-    rel: torch.Tensor
-
-
-def _latent_numbers(b: int, h: int, w: int, device, dtype) -> torch.Tensor:
-    numbers = torch.arange(h * w, device=device, dtype=dtype).view(1, 1, h, w)
-    return numbers.expand(b, 1, h, w)
-
-
-def _pick(coord_: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, Q, 2) shifted, clamped (y, x) -> (B, Q) flat index of the nearest latent."""
-    b = coord_.shape[0]
-    # float32 holds latent numbers exactly up to 2^24.
-    dtype = torch.float64 if coord_.dtype == torch.float64 else torch.float32
-    numbers = _latent_numbers(b, h, w, coord_.device, dtype)
-    picked = F.grid_sample(
-        numbers, coord_.to(dtype).flip(-1).unsqueeze(1), mode="nearest", align_corners=False
-    )
-    return picked[:, 0, 0, :].long()
-
-
-def ensemble_members(
-    coord: torch.Tensor, h: int, w: int, local_ensemble: bool = True
-) -> tuple[list[Member], list[torch.Tensor]]:
-    """The ensemble members of queries ``coord`` (B, Q, 2) (y, x) on an (h, w) latent grid.
-
-    returns (members, areas): areas[k] = |rel_y rel_x| + 1e-9 of member k, (B, Q), unswapped.
-    """
-    shifts = [(vy, vx) for vy in (-1, 1) for vx in (-1, 1)] if local_ensemble else [(0, 0)]
-    eps = SHIFT_EPS if local_ensemble else 0.0
-    ry, rx = 2 / h / 2, 2 / w / 2
-    cy = make_coord((h,), dtype=coord.dtype, device=coord.device).view(-1)
-    cx = make_coord((w,), dtype=coord.dtype, device=coord.device).view(-1)
-    members, areas = [], []
-    for vy, vx in shifts:
-        shifted = coord.clone()
-        shifted[..., 0] += vy * ry + eps
-        shifted[..., 1] += vx * rx + eps
-        shifted.clamp_(-CLAMP, CLAMP)
-        index = _pick(shifted, h, w)
-        rel = torch.empty_like(coord)
-        rel[..., 0] = (coord[..., 0] - cy[index // w]) * h
-        rel[..., 1] = (coord[..., 1] - cx[index % w]) * w
-        members.append(Member(index, rel))
-        areas.append(torch.abs(rel[..., 0] * rel[..., 1]) + AREA_EPS)
-    return members, areas
-
-
-def blend(preds: list[torch.Tensor], areas: list[torch.Tensor]) -> torch.Tensor:
-    """Area-weighted sum of the members' predictions (B, Q, C), LIIF's rule (see module doc)."""
-    if len(preds) == 1:
-        return preds[0]  # LIIF divides the single area by itself: a weight of exactly 1
-    total = torch.stack(areas).sum(dim=0)
-    swapped = [areas[3], areas[2], areas[1], areas[0]]
-    out = 0
-    for pred, area in zip(preds, swapped):
-        out = out + pred * (area / total).unsqueeze(-1)
-    return out
 
 
 def rows_table(fmap: torch.Tensor) -> torch.Tensor:
@@ -232,8 +154,6 @@ def scale_yx(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 # The cell_clip default of the render methods: the model's own (its repository's test rule).
 AUTO = "auto"
-# Working memory per tile when neither max_pixels nor max_memory is given (bytes).
-DEFAULT_RENDER_BUDGET = 256 << 20
 
 
 def region_grid(
@@ -264,12 +184,13 @@ def region_grid(
     return coord, cell
 
 
-class PeerRepresentation:
+class PeerRepresentation(Representation):
     """An encoded image of a peer model: render it at any size, any number of times.
 
     Built by ``model.encode(lr)``. ``inp`` is the normalised input (B, 3, h, w) in [-1, 1],
-    ``feat`` the encoder output. Every output is in [0, 1] (unclamped). The cell rule is the
-    model's (``cell_clip="auto"``) unless overridden.
+    ``feat`` the encoder output. Every output is in [0, 1] (unclamped). The render option
+    ``cell_clip`` sets the test-time cell rule: ``"auto"`` (default) is the model's own, None
+    turns clipping off, a number clips at that scale.
     """
 
     def __init__(self, model: ImplicitSR, inp: torch.Tensor, feat: torch.Tensor):
@@ -285,8 +206,16 @@ class PeerRepresentation:
     feature_size = size
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.inp.shape[-2]), int(self.inp.shape[-1])
+
+    @property
     def device(self) -> torch.device:
         return self.feat.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.feat.dtype
 
     @property
     def batch_size(self) -> int:
@@ -299,37 +228,22 @@ class PeerRepresentation:
             f"features={h}x{w}, dtype={self.feat.dtype}, device={self.feat.device})"
         )
 
-    def _tile(self, max_pixels: int | None, max_memory: int | None) -> int:
-        if max_pixels is None and max_memory is None:
-            max_memory = DEFAULT_RENDER_BUDGET
-        per_query = self.batch_size * self.model.bytes_per_query()
-        tile = max(1, max_memory // per_query) if max_memory is not None else None
-        if max_pixels is not None:
-            tile = max(1, int(max_pixels)) if tile is None else min(tile, int(max_pixels))
-        return tile
+    def bytes_per_pixel(self, H: int, W: int) -> int:
+        return self.batch_size * self.model.bytes_per_query()
 
-    def query(self, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """Arbitrary points: coord, cell (B, Q, 2) (y, x) -> (B, Q, 3)."""
+    def query(self, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Arbitrary points: coord, cell (B, Q, 2) (y, x) -> (B, Q, 3). The cell (the output
+        pixel's size) is part of these methods' input, so it is required."""
+        if cell is None:
+            raise ValueError(f"{type(self.model).__name__} queries need the cell of each point")
         return denormalize(self.model.decode_queries(self, coord, cell, None))
 
     def render_region(
-        self,
-        top: int,
-        left: int,
-        height: int,
-        width: int,
-        H: int,
-        W: int,
-        max_pixels: int | None = None,
-        max_memory: int | None = None,
-        cell_clip=AUTO,
+        self, top: int, left: int, height: int, width: int, H: int, W: int, cell_clip=AUTO
     ) -> torch.Tensor:
         """Window [top, top + height) x [left, left + width) of the H x W rendering:
         (B, 3, height, width), equal to the same pixels of :meth:`render`."""
-        if not (0 <= top and height >= 1 and top + height <= H):
-            raise ValueError(f"rows [{top}, {top + height}) are not inside the {H} output rows")
-        if not (0 <= left and width >= 1 and left + width <= W):
-            raise ValueError(f"columns [{left}, {left + width}) are not inside the {W} columns")
+        check_window(top, left, height, width, H, W)
         h, w = self.size
         factor = self.model.test_cell_factor(h, w, H, W, cell_clip)
         coord, cell = region_grid(
@@ -344,53 +258,24 @@ class PeerRepresentation:
             self.inp.dtype,
             self.inp.device,
         )
-        tile = self._tile(max_pixels, max_memory)
-        pred = self.model.decode_queries(self, coord, cell, tile, uniform_cell=True)
+        pred = self.model.decode_queries(self, coord, cell, None, uniform_cell=True)
         out = denormalize(pred).view(self.batch_size, height, width, -1)
         return out.permute(0, 3, 1, 2).contiguous()
 
-    def render(
-        self,
-        H: int,
-        W: int,
-        max_pixels: int | None = None,
-        max_memory: int | None = None,
-        cell_clip=AUTO,
-    ) -> torch.Tensor:
-        """The whole (B, 3, H, W) rendering at pixel centres; ``max_pixels`` / ``max_memory``
-        (bytes) bound the queries decoded at once (the result does not depend on them)."""
-        return self.render_region(0, 0, H, W, H, W, max_pixels, max_memory, cell_clip)
 
-    def iter_rows(
-        self,
-        H: int,
-        W: int,
-        max_pixels: int | None = None,
-        max_memory: int | None = None,
-        cell_clip=AUTO,
-    ):
-        """Yield ``(top, band)``: full-width bands (B, 3, rows, W) of the H x W rendering."""
-        rows = max(1, self._tile(max_pixels, max_memory) // W)
-        for top in range(0, H, rows):
-            n = min(rows, H - top)
-            yield top, self.render_region(top, 0, n, W, H, W, None, None, cell_clip)
-
-
-class ImplicitSR(nn.Module):
+class ImplicitSR(SRModel, nn.Module):
     """Base of the peer models: an encoder, a decoder queried at (y, x) points with cells.
 
     Subclasses implement :meth:`decode_queries`. Images enter and leave in [0, 1]; the
     official [-1, 1] normalisation happens inside. ``cell_clip`` is the test-time cell rule of
     the method's repository: the cell of a x s render is multiplied by max(s / cell_clip, 1)
-    (None: no clipping), with s = sqrt(H W / (h w)).
+    (None: no clipping), with s = sqrt(H W / (h w)). ``encode``, ``predict_full(lr, H, W, *,
+    max_memory=None, tile=None, cell_clip="auto", ...)`` come from
+    :class:`~gblsr.representation.SRModel`.
     """
-
-    task = "sr"
 
     def __init__(self, encoder: str, encoder_cfg: dict | None, cell_clip: float | None):
         super().__init__()
-        from ..registry import make
-
         self.encoder_name = encoder
         self.encoder = make("encoder", encoder, **(encoder_cfg or {}))
         self.cell_clip = None if cell_clip is None else float(cell_clip)
@@ -412,10 +297,6 @@ class ImplicitSR(nn.Module):
 
     # The representation type :meth:`representation` builds (LMF's adds CMSR).
     representation_class: type = PeerRepresentation
-
-    def encode(self, lr: torch.Tensor) -> PeerRepresentation:
-        """lr (B, 3, h, w) in [0, 1] -> :class:`PeerRepresentation`."""
-        return self.representation(self.encode_state(lr))
 
     def encode_state(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """The tensors an encoded image is stored as: the normalised input ``inp`` (LTE's skip
@@ -447,22 +328,3 @@ class ImplicitSR(nn.Module):
     def test_cell_factor(self, h: int, w: int, H: int, W: int, cell_clip=AUTO) -> float:
         clip = self.cell_clip if cell_clip == AUTO else cell_clip
         return cell_factor(nominal_scale(h, w, H, W), clip)
-
-    @torch.no_grad()
-    def predict_full(
-        self,
-        lr: torch.Tensor,
-        H: int,
-        W: int,
-        tile_q: int | None = DEFAULT_TILE_QUERIES,
-        cell_clip: float | None | str = AUTO,
-        **render_options,
-    ) -> torch.Tensor:
-        """Super-resolve lr (B, 3, h, w) in [0, 1] to (B, 3, H, W) in [0, 1] (unclamped), with
-        the official test-time cell rule (``cell_clip``: "auto" = the model's, None = off).
-        ``tile_q`` bounds the queries decoded at once (None: all); the result does not depend
-        on it. ``render_options`` go to the representation's ``render`` (LM-LIIF / LM-LTE:
-        ``cmsr=TABLE`` and ``cmsr_exact_grid``)."""
-        return self.encode(lr).render(
-            H, W, max_pixels=tile_q or H * W, cell_clip=cell_clip, **render_options
-        )

@@ -109,7 +109,7 @@ class LIIF(ImplicitSR):
 
         def query(coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
             b, q = coord.shape[:2]
-            members, areas = ensemble_members(coord, h, w, self.local_ensemble)
+            members, weights = ensemble_members(coord, h, w, self.local_ensemble)
             rel_cell = scale_yx(cell, h, w) if self.cell_decode else None
             preds = []
             for m in members:
@@ -118,6 +118,6 @@ class LIIF(ImplicitSR):
                     parts.append(rel_cell)
                 inp = torch.cat(parts, dim=-1)
                 preds.append(self.imnet(inp.view(b * q, -1)).view(b, q, -1))
-            return blend(preds, areas)
+            return blend(preds, weights)
 
         return render_chunks(query, coord, cell, tile_q)

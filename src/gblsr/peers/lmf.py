@@ -210,7 +210,7 @@ class _LMF(ImplicitSR):
         """(B, Q, 3) in [-1, 1] for queries coord/cell (B, Q, 2), given the modulations."""
         b, q = coord.shape[:2]
         h, w = mods.size
-        members, areas = ensemble_members(coord, h, w, self.local_ensemble)
+        members, weights = ensemble_members(coord, h, w, self.local_ensemble)
         n = len(members)
         # Member-major rows (member, query) per image, as the official fast path lays them out.
         index = torch.cat([m.index for m in members], dim=1)
@@ -222,7 +222,7 @@ class _LMF(ImplicitSR):
         scales = [None if t is None else t.index_select(0, rows) for t in mods.scales]
         shifts = [None if t is None else t.index_select(0, rows) for t in mods.shifts]
         preds = self.imnet(x, scales, shifts).view(b, n, q, -1).permute(1, 0, 2, 3)
-        return self.finish(rep, blend(list(preds), areas), coord)
+        return self.finish(rep, blend(list(preds), weights), coord)
 
     def finish(self, rep: PeerRepresentation, out: torch.Tensor, coord: torch.Tensor):
         return out
@@ -263,24 +263,29 @@ class LMFRepresentation(PeerRepresentation):
         W: int,
         max_pixels: int | None = None,
         max_memory: int | None = None,
+        out: torch.Tensor | None = None,
         cell_clip=AUTO,
         cmsr=None,
         cmsr_exact_grid: bool = False,
     ) -> torch.Tensor:
+        """:meth:`Representation.render`, or with ``cmsr=TABLE`` (a table dict or YAML path)
+        CMSR above the largest training scale (``cmsr_exact_grid``: exact level grids)."""
         h, w = self.size
         if cmsr is None or H * W <= self.model.max_scale**2 * h * w:
-            return super().render(H, W, max_pixels, max_memory, cell_clip)
+            return super().render(H, W, max_pixels, max_memory, out, cell_clip=cell_clip)
         from .cmsr import load_tables, render_cmsr
 
         tables = load_tables(cmsr)
-        tile = self._tile(max_pixels, max_memory)
+        rows, cols = self.tile_shape(H, W, max_pixels, max_memory)
+        tile = rows * cols
         outs = []
         for i in range(self.batch_size):  # the official CMSR handles one image at a time
             one = PeerRepresentation(self.model, self.inp[i : i + 1], self.feat[i : i + 1])
             outs.append(
                 render_cmsr(self.model, one, H, W, tables, tile, cell_clip, cmsr_exact_grid)
             )
-        return torch.cat(outs, dim=0)
+        result = torch.cat(outs, dim=0)
+        return result if out is None else out.copy_(result)
 
 
 _LMF.representation_class = LMFRepresentation

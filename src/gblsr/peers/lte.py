@@ -100,7 +100,7 @@ class LTE(ImplicitSR):
 
         def query(coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
             b, q = coord.shape[:2]
-            members, areas = ensemble_members(coord, h, w)
+            members, weights = ensemble_members(coord, h, w)
             phase = self.phase(scale_yx(cell, h, w).reshape(b * q, -1)).view(b, q, -1)
             preds = []
             for m in members:
@@ -111,6 +111,6 @@ class LTE(ImplicitSR):
                     phase,
                 )
                 preds.append(self.imnet(x.reshape(b * q, -1)).view(b, q, -1))
-            return blend(preds, areas) + lr_skip(rep.inp, coord)
+            return blend(preds, weights) + lr_skip(rep.inp, coord)
 
         return render_chunks(query, coord, cell, tile_q)

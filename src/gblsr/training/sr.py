@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader
 
 from ..data.training_data import ImageSource, ResumableBatchSampler, SRImplicitDownsampled
 from ..errors import UserInputError
+from ..representation import SRModel
 from .config import coerce_numbers
 from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from .engine import FINAL_MODEL_NAME, LoopConfig, TrainLoop
@@ -324,7 +325,7 @@ def _build_model(cfg: SRTrainConfig):
         if isinstance(e, UserInputError):
             raise
         raise UserInputError(f"cannot build model {cfg.model.name!r}: {e}") from None
-    if not hasattr(model, "predict_full"):
+    if not isinstance(model, SRModel):
         raise UserInputError(
             f"model {cfg.model.name!r} is not an arbitrary-scale SR model (no predict_full)"
         )
