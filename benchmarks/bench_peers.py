@@ -97,7 +97,7 @@ def run(args) -> list[dict]:
             t_enc = timed(lambda m=model, x=x: m.encoder(x), device, args.repeats)
             for s in args.scales:
                 H = W = round(s * size)
-                kw = {} if name == "gblsr_asr" else {"tile_q": args.tile}
+                kw = {} if name == "gblsr_asr" else {"tile": args.tile}
                 with torch.no_grad():
                     decode = decoder_fn(name, model, lr, H, W, args.tile)
                 full = lambda m=model, lr=lr, kw=kw, H=H, W=W: m.predict_full(lr, H, W, **kw)  # noqa: E731

@@ -104,7 +104,10 @@ def test_no_import_cycles():
 
 # Layers, lowest first; a module may import its own layer and the layers below, never above.
 LAYERS = [
-    ("foundation", ("gblsr._version", "gblsr.errors", "gblsr.fileio", "gblsr.geometry")),
+    (
+        "foundation",
+        ("gblsr._version", "gblsr.errors", "gblsr.fileio", "gblsr.geometry", "gblsr.runtime"),
+    ),
     ("foundation", ("gblsr.representation",)),
     ("data and metrics", ("gblsr.data", "gblsr.metrics")),
     ("registry", ("gblsr.registry",)),
@@ -112,7 +115,7 @@ LAYERS = [
     ("checkpoint", ("gblsr.checkpoint",)),
     ("inference and evaluation", ("gblsr.inference", "gblsr.evaluation", "gblsr.latency")),
     ("training", ("gblsr.training",)),
-    ("cli", ("gblsr.cli",)),
+    ("cli", ("gblsr.cli", "gblsr.__main__")),
 ]
 
 

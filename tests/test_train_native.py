@@ -142,7 +142,10 @@ def test_native_experiment_writes_every_artifact_and_resumes(tmp_path, capsys):
 
     # Resuming the experiment trains the runs not done yet (seed 1) and skips finished ones.
     before = (root / "scalar__seed0" / "experiment.json").stat().st_mtime_ns
-    assert train_main(["--resume", str(root), "--only-arm", "scalar"]) == 0
+    from gblsr.training import run
+
+    finals = run(resume=root, only_arm="scalar")
+    assert [Path(f).parent.name for f in finals] == ["scalar__seed0", "scalar__seed1"]
     assert (root / "scalar__seed0" / "experiment.json").stat().st_mtime_ns == before
     assert (root / "scalar__seed1" / "experiment.json").is_file()
     assert not (root / "gfm__seed1").exists()

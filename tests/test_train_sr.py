@@ -105,8 +105,9 @@ def test_resume_of_a_finished_run_only_reports(tmp_path, capsys):
     cfg = sr_config_from_dict(tiny_sr(tmp_path / "run", train={"epochs": 1}))
     first = train_sr(cfg)
     mtime = Path(first["final_checkpoint"]).stat().st_mtime_ns
-    assert train_main(["--resume", str(tmp_path / "run")]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == first["final_checkpoint"]
+    from gblsr.training import run
+
+    assert run(resume=tmp_path / "run") == [str(first["final_checkpoint"])]
     assert Path(first["final_checkpoint"]).stat().st_mtime_ns == mtime
 
 

@@ -283,20 +283,15 @@ class ASRRepresentation(Representation):
             self.device,
         )
 
+    def _tile_args(self, H: int, W: int) -> tuple:
+        # (batch, p, scale_y, scale_x, element size) as gblsr.asr.tiling takes them.
+        h, w = self.feature_size
+        return self.batch_size, self.p_max, H / h, W / w, self.cells.element_size()
+
     def bytes_per_pixel(self, H: int, W: int) -> int:
         """Estimated transient bytes per pixel of a full-width strip of 16 rows."""
-        h, w = self.feature_size
         rows = min(int(H), 16)
-        est = estimate_tile_bytes(
-            rows,
-            int(W),
-            self.batch_size,
-            self.p_max,
-            H / h,
-            W / w,
-            self.cells.element_size(),
-            self.local_ensemble,
-        )
+        est = estimate_tile_bytes(rows, int(W), *self._tile_args(H, W), self.local_ensemble)
         return max(1, -(-est // (rows * int(W))))
 
     def tile_shape(
@@ -306,20 +301,8 @@ class ASRRepresentation(Representation):
         :func:`gblsr.asr.tiling.tile_shape`; default budget: what renders fastest here)."""
         H, W = int(H), int(W)
         check_window(0, 0, H, W, H, W)
-        h, w = self.feature_size
-        return tile_shape(
-            H,
-            W,
-            self.batch_size,
-            self.p_max,
-            H / h,
-            W / w,
-            self.cells.element_size(),
-            self.local_ensemble,
-            self.device,
-            max_pixels,
-            max_memory,
-        )
+        args = self._tile_args(H, W)
+        return tile_shape(H, W, *args, self.local_ensemble, self.device, max_pixels, max_memory)
 
     def query(self, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
         """Render arbitrary points: coord (B, Q, 2) (y, x) in [-1, 1] -> (B, Q, 3). ``cell`` is

@@ -1,6 +1,8 @@
-"""Command-line entry points; each module has ``main(argv=None) -> int``.
+"""Command-line entry points; each module parses arguments, calls one library function and has
+``main(argv=None) -> int``.
 
-gblsr-train, gblsr-eval, gblsr-measure-latency, gblsr-reconstruct, gblsr-encode, gblsr-decode.
+``gblsr COMMAND`` (:mod:`gblsr.cli.main`) runs them all; each is also installed as
+``gblsr-COMMAND``: train, eval, reconstruct, encode, decode, convert, cmsr, measure-latency.
 """
 
 __all__: list[str] = []

@@ -4,13 +4,21 @@ line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from ..errors import UserInputError
+from ..runtime import resolve_device
+from ._types import (
+    ArgumentParser,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    scale_factor,
+)
 
 __all__ = [
     "EXIT_USER_ERROR",
@@ -22,21 +30,15 @@ __all__ = [
     "resolve_device",
     "load_model_from_args",
     "positive_float",
+    "positive_int",
+    "nonneg_int",
+    "scale_factor",
+    "ArgumentParser",
     "run_main",
+    "progress_bar",
 ]
 
 EXIT_USER_ERROR = 2
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return v
 
 
 def add_output_size_args(p: argparse.ArgumentParser) -> None:
@@ -83,18 +85,6 @@ def parse_bytes(text: str) -> int:
     return _parse(text)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda was asked for, but no CUDA device is available")
-    return dev
-
-
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--checkpoint",
@@ -119,6 +109,21 @@ def load_model_from_args(args: argparse.Namespace, device: torch.device):
     from ..checkpoint import load_model
 
     return load_model(args.checkpoint, device=device, config=args.config, arm_index=args.arm_index)
+
+
+@contextlib.contextmanager
+def progress_bar(prog: str) -> Iterator[Callable[[], object] | None]:
+    """A tqdm counter on a terminal's stderr (yields its ``update``), nothing elsewhere."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=prog, unit="img", file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:

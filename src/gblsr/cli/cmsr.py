@@ -18,20 +18,10 @@ import sys
 from pathlib import Path
 
 from ..errors import UserInputError
-from ._common import add_device_arg, resolve_device, run_main
+from ._common import add_device_arg, positive_int, resolve_device, run_main
 
 PROG = "gblsr-cmsr"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         required=True,
         nargs="+",
-        type=_positive_int,
+        type=positive_int,
         help="integer target scales, e.g. 6 12 18 (the LMF README: 2 3 4 6 12 18)",
     )
     p.add_argument("--out", required=True, help="YAML file to write (updated if it exists)")
@@ -61,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"MSE bound in the [-1, 1] range (default {DEFAULT_MSE_THRESHOLD:g})",
     )
     p.add_argument("--trained-scale", type=float, default=4, help="largest training scale (4)")
-    p.add_argument("--max-images", type=_positive_int, help="use the first N images of each folder")
+    p.add_argument("--max-images", type=positive_int, help="use the first N images of each folder")
     add_device_arg(p)
     return p
 

@@ -9,6 +9,7 @@ from .protocol import (
     measure_latency_grid,
     summarize_times,
 )
+from .report import latency_report, load_for_latency
 
 __all__ = [
     "LatencyConfig",
@@ -18,4 +19,6 @@ __all__ = [
     "summarize_times",
     "WARMUP_DEFAULT",
     "TIMED_DEFAULT",
+    "latency_report",
+    "load_for_latency",
 ]

@@ -1,6 +1,10 @@
 """Training: native GB-LSR experiments (the reference's RunConfig schema) and the
 arbitrary-scale SR recipe (LIIF's protocol), resumable, on one process or many (torchrun).
 
+    from gblsr.training import run
+    run("configs/quickstart.yaml", overrides=["train.epochs=2"])   # any kind of config
+    run(resume="runs/quickstart")                                # continue a stopped run
+
     from gblsr.training import load_sr_config, train_sr
     summary = train_sr(load_sr_config("configs/quickstart.yaml"))
     summary["final_checkpoint"]                      # runs/quickstart/model.safetensors
@@ -40,6 +44,7 @@ from .native import (
     set_seed,
     train_one,
 )
+from .runner import run
 from .sr import (
     SRTrainConfig,
     apply_overrides,
@@ -51,6 +56,7 @@ from .sr import (
 from .state import CheckpointManager, capture_rng_state, restore_rng_state
 
 __all__ = [
+    "run",
     # native experiments
     "RunConfig",
     "build_model_from_run_config",

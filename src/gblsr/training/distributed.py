@@ -17,7 +17,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..errors import UserInputError
+from ..runtime import resolve_device
 
 __all__ = [
     "DistContext",
@@ -45,26 +45,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(spec: str | None, local_rank: int = 0) -> torch.device:
-    """``auto``/None: CUDA (this process's local GPU) when available, else CPU."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserInputError(f"device {spec!r} requested but CUDA is not available")
-        if spec == "cuda":
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        return torch.device(spec)
-    if spec == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise UserInputError("device 'mps' requested but it is not available")
-        return torch.device("mps")
-    if spec == "cpu":
-        return torch.device("cpu")
-    raise UserInputError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 def init_distributed(device: str | None = "auto") -> DistContext:

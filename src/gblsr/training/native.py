@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from ..data.training_data import (
 )
 from ..errors import UserInputError
 from ..fileio import atomic_write
+from ..runtime import git_commit, set_seed
 from .config import RunConfig, build_model_from_run_config
 from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from .engine import FINAL_MODEL_NAME, LoopConfig, TrainLoop
@@ -66,29 +65,6 @@ __all__ = [
 
 PANEL_METRICS = ("psnr", "ssim", "lpips", "edge_lpips", "local_spectrum_error")
 REGION_COLORS = ["#b0c4de", "#ff7f0e", "#2ca02c", "#9467bd"]
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python ``random``, NumPy and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parents[3],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown" if out.returncode == 0 else "unknown"
-    except Exception:
-        return "unknown"
 
 
 # --------------------------------------------------------------------------- loaders
@@ -701,5 +677,5 @@ def _train_one(
     return exp
 
 
-__all__ += ["git_commit"]
+__all__ += ["git_commit"]  # re-exported from gblsr.runtime
 _ = collate_with_meta  # re-exported for callers that build their own loaders

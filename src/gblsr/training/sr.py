@@ -418,7 +418,7 @@ def _train_sr(
         write_json_atomic(run_dir / "run.json", {"status": "running"})
     barrier(ctx)
 
-    from .native import set_seed
+    from ..runtime import set_seed
 
     set_seed(cfg.seed)
     model = _build_model(cfg).to(ctx.device)

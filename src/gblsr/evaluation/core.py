@@ -1,22 +1,5 @@
-"""The standard SR evaluation protocol as a Python API (what ``gblsr-eval`` runs).
-
-    from gblsr.evaluation import evaluate, get_baseline
-    rows = evaluate(get_baseline("bicubic"), ["benchmark/Set5"], scales=[2, 3, 4])
-
-For each dataset and scale, every HR image is paired with its LR image (the dataset's MATLAB-made
-file when there is one, else MATLAB bicubic of the HR cropped to a multiple of the scale; see
-:class:`gblsr.data.SRPairs`), the model renders the HR size from the LR, the prediction is clamped
-to [0, 1] (never rounded to 8 bits) and compared with the HR image:
-
-* ``benchmark`` protocol (default): PSNR on BT.601 Y, ceil(scale) border pixels shaved;
-* ``div2k`` protocol: PSNR on RGB, ceil(scale) + 6 border pixels shaved;
-* SSIM: Y channel, Gaussian 11 / 1.5 window, valid region, on the same shaved images;
-* LPIPS (optional, AlexNet, on the same shaved RGB images).
-
-Each row reports the mean of the per-image values. Native reconstruction models (``task ==
-"reconstruction"``) are evaluated at scale 1 on the HR image itself with the ``reconstruction``
-protocol (RGB PSNR, no shave).
-"""
+"""The SR evaluation protocol: pairs, metrics, baselines and :func:`evaluate` (the package doc
+of :mod:`gblsr.evaluation` states the protocol)."""
 
 from __future__ import annotations
 
@@ -30,11 +13,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .data.datasets import LR_SOURCES, ImageDataset, ImageTooSmallError, SRPairs, open_dataset
-from .data.regions import REGIONS, RegionThresholds, label_patches
-from .data.resize import imresize
-from .errors import UserInputError
-from .metrics.quality import (
+from ..data.datasets import LR_SOURCES, ImageDataset, ImageTooSmallError, SRPairs, open_dataset
+from ..data.regions import REGIONS, RegionThresholds, label_patches
+from ..data.resize import imresize
+from ..errors import UserInputError
+from ..metrics.quality import (
     get_lpips,
     per_patch_lse,
     per_patch_psnr,
@@ -43,7 +26,7 @@ from .metrics.quality import (
     psnr,
     ssim,
 )
-from .representation import Representation, SRModel, check_window
+from ..representation import Representation, SRModel, check_window
 
 __all__ = [
     "Protocol",
