@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..data.training_data import DataConfig
+from ..data.sources import DataConfig
 from ..errors import UserInputError
 from .arms import EncoderConfig, ModelConfig, build_model
 from .basis import BasisConfig

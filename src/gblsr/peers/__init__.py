@@ -8,7 +8,7 @@
 Every model takes and returns [0, 1] images (the official [-1, 1] normalisation is inside):
 ``forward(lr, coord, cell)`` for training and ``predict_full(lr, H, W)`` for whole images, which
 applies each repository's test-time cell rule. Official ``.pth`` checkpoints load with
-``gblsr.load_model`` (see :mod:`gblsr.peers.convert`). The README section "Peer methods" has
+``gblsr.load_model`` (see :mod:`gblsr.peers.convert`). docs/methods.md has
 the details.
 """
 

@@ -43,6 +43,7 @@ from .native import (
     save_figures,
     set_seed,
     train_one,
+    validate,
 )
 from .runner import run
 from .sr import (
@@ -65,6 +66,7 @@ __all__ = [
     "load_config",
     "train_one",
     "build_loaders",
+    "validate",
     "evaluate",
     "aggregate",
     "set_seed",
