@@ -35,7 +35,7 @@ import torch.nn as nn
 from ._version import __version__
 from .errors import CheckpointError, UserInputError
 from .fileio import atomic_write
-from .registry import converters, lookup, register_converter
+from .registry import converters, lookup, register_converter, resolve_variant
 
 __all__ = [
     "FORMAT",
@@ -211,8 +211,8 @@ def _model_from_config_file(config: str | os.PathLike | dict, arm_index: int) ->
     if "model" in cfg and isinstance(cfg["model"], (str, dict)):
         spec = cfg["model"]
         if isinstance(spec, dict):
-            return spec["name"], dict(spec.get("args") or {})
-        return spec, dict(cfg.get("args") or {})
+            return resolve_variant(spec["name"], dict(spec.get("args") or {}))
+        return resolve_variant(spec, dict(cfg.get("args") or {}))
     if "arms" in cfg:
         runs = expand_run_configs(cfg)
         if not runs:

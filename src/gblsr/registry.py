@@ -33,6 +33,8 @@ __all__ = [
     "lookup",
     "register_converter",
     "converters",
+    "register_variant",
+    "resolve_variant",
 ]
 
 KINDS = ("model", "encoder", "decoder")
@@ -76,12 +78,18 @@ def make(kind: str, name: str, **config: Any):
 
 
 def create_model(name: str, **config: Any):
-    """Build a whole model by architecture name (``local_spectral``, ``gblsr_asr``, ...)."""
-    return make("model", name, **config)
+    """Build a whole model by architecture name (``local_spectral``, ``gblsr_asr``, ...) or by
+    variant name (``liif_rdn``, ``gblsr_asr_edsr_baseline``, ...; ``config`` overrides the
+    variant's settings)."""
+    arch, config = resolve_variant(name, config)
+    return make("model", arch, **config)
 
 
 def available(kind: str = "model") -> list[str]:
-    """Registered names of ``kind``, sorted."""
+    """Registered names of ``kind`` (``model``, ``encoder``, ``decoder`` or ``variant``),
+    sorted."""
+    if kind == "variant":
+        return sorted(_VARIANTS)
     if kind not in _REGISTRY:
         raise UserInputError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
     return sorted(_REGISTRY[kind])
@@ -107,3 +115,35 @@ def register_converter(fn: Converter) -> Converter:
 def converters() -> list[Converter]:
     """The registered converters, in registration order."""
     return list(_CONVERTERS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named variants (timm-style): a registered model with preset arguments
+
+_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def register_variant(name: str, model: str, **config: Any) -> None:
+    """Name a configuration of the registered model ``model``, so that
+    ``create_model(name, **overrides)`` (and a recipe's ``model: {name: ...}``) builds it.
+    Checkpoints still record the model's own name and its full config."""
+    existing = _VARIANTS.get(name)
+    if existing is not None and existing != (model, config):
+        raise ValueError(f"variant {name!r} is already registered as {existing[0]}")
+    _VARIANTS[name] = (model, config)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_variant(name: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(model name, config) for ``name``: a variant's model and its preset arguments with
+    ``config`` merged over them (nested dicts key by key); other names pass through."""
+    if name in _VARIANTS:
+        model, preset = _VARIANTS[name]
+        return model, _merge(preset, config)
+    return name, dict(config)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..registry import make, register
+from ..registry import make, register, register_variant
 from ..representation import SRModel
 from .decoder import ASRRepresentation, GBLSRScalarASRDecoder
 
@@ -75,3 +75,11 @@ class GBLSRScalarASR(SRModel, nn.Module):
     ) -> ASRRepresentation:
         """Rebuild the renderable representation from :meth:`encode_state`'s tensors."""
         return self.decoder.encode(state["features"], input_size=input_size)
+
+
+# Named variants: create_model("gblsr_asr_rdn"), or model: {name: gblsr_asr_rdn} in a recipe.
+register_variant("gblsr_asr_rdn", "gblsr_asr", encoder="rdn")
+register_variant("gblsr_asr_edsr_baseline", "gblsr_asr", encoder="edsr")
+register_variant(
+    "gblsr_asr_rdn_nole", "gblsr_asr", encoder="rdn", decoder_cfg={"local_ensemble": False}
+)

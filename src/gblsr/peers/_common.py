@@ -107,12 +107,15 @@ def full_grid(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel centres (B, H*W, 2) of an H x W output and their cells (2/H, 2/W) * factor."""
     coord = make_coord((H, W), dtype=dtype, device=device).unsqueeze(0).expand(b, -1, -1)
+    return coord, _cells(coord, H, W, factor)
+
+
+def _cells(coord: torch.Tensor, H: int, W: int, factor: float) -> torch.Tensor:
+    # The official order of operations: ones, times 2/H and 2/W, then the test-time factor.
     cell = torch.ones_like(coord)
     cell[..., 0] *= 2 / H
     cell[..., 1] *= 2 / W
-    if factor != 1:
-        cell = cell * factor
-    return coord, cell
+    return cell * factor if factor != 1 else cell
 
 
 def nominal_scale(h: int, w: int, H: int, W: int) -> float:
@@ -176,12 +179,7 @@ def region_grid(
     xs = make_coord((W,), dtype=dtype, device=device).view(-1)[left : left + width]
     coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).view(1, -1, 2)
     coord = coord.expand(b, -1, -1)
-    cell = torch.ones_like(coord)
-    cell[..., 0] *= 2 / H
-    cell[..., 1] *= 2 / W
-    if factor != 1:
-        cell = cell * factor
-    return coord, cell
+    return coord, _cells(coord, H, W, factor)
 
 
 class PeerRepresentation(Representation):

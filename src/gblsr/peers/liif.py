@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..registry import register
+from ..registry import register, register_variant
 from ._common import (
     MLP,
     ImplicitSR,
@@ -121,3 +121,7 @@ class LIIF(ImplicitSR):
             return blend(preds, weights)
 
         return render_chunks(query, coord, cell, tile_q)
+
+
+register_variant("liif_edsr_baseline", "liif", encoder="edsr")
+register_variant("liif_rdn", "liif", encoder="rdn")

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import register
+from ..registry import register, register_variant
 from ._common import (
     AUTO,
     MLP,
@@ -431,3 +431,9 @@ class LMLTE(_LMF):
     def finish(self, rep: PeerRepresentation, out: torch.Tensor, coord: torch.Tensor):
         out += lr_skip(rep.inp, coord)
         return out
+
+
+register_variant("lmliif_edsr_baseline", "lmliif", encoder="edsr")
+register_variant("lmliif_rdn", "lmliif", encoder="rdn")
+register_variant("lmlte_edsr_baseline", "lmlte", encoder="edsr")
+register_variant("lmlte_rdn", "lmlte", encoder="rdn")

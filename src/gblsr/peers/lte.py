@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..registry import register
+from ..registry import register, register_variant
 from ._common import (
     MLP,
     ImplicitSR,
@@ -114,3 +114,7 @@ class LTE(ImplicitSR):
             return blend(preds, weights) + lr_skip(rep.inp, coord)
 
         return render_chunks(query, coord, cell, tile_q)
+
+
+register_variant("lte_edsr_baseline", "lte", encoder="edsr")
+register_variant("lte_rdn", "lte", encoder="rdn")

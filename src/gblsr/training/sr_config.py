@@ -8,6 +8,7 @@ A run is described by one YAML file (:class:`SRTrainConfig`)::
     seed: 0
     device: auto                    # auto | cpu | cuda | cuda:N
     model: {name: gblsr_asr, args: {encoder_cfg: {...}, decoder_cfg: {...}}}
+                                    # or a named variant: {name: gblsr_asr_rdn}
     data:                           # training samples (LIIF's sr-implicit-downsampled)
       image_dirs: [path/to/DIV2K/DIV2K_train_HR]   # or builtin:samples
       repeat: 20                    # samples per image per epoch
