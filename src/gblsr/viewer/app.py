@@ -34,7 +34,7 @@ def _encode(path: str, lr: torch.Tensor, device: torch.device) -> View:
             "renders any output size"
         )
     rep = model.encode(lr.to(device))
-    return View(f"{model.registry_name} ({Path(path).name})", rep)
+    return View(f"{model.registry_name} ({Path(path).name})", rep, tuple(lr.shape[-2:]))
 
 
 def build_views(
@@ -56,7 +56,7 @@ def build_views(
     views = [_encode(checkpoint, lr, device)] if checkpoint else []
     for item in compare:
         if item.lower() == "bicubic":
-            views.append(View("bicubic", BicubicRepresentation(lr)))
+            views.append(View("bicubic", BicubicRepresentation(lr), tuple(lr.shape[-2:])))
         elif Path(item).is_file():
             views.append(_encode(item, lr, device))
         else:

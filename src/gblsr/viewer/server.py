@@ -62,10 +62,12 @@ _SECURITY_HEADERS = {
 
 @dataclass
 class View:
-    """One panel of the page: a name and the representation its tiles are rendered from."""
+    """One panel of the page: a name, the representation its tiles are rendered from, and the
+    (h, w) of the image it encodes."""
 
     name: str
     rep: Representation
+    input_size: tuple[int, int]
 
 
 class TileCache:
@@ -226,7 +228,7 @@ class ViewerApp:
     ):
         if not views:
             raise ValueError("the viewer needs at least one view")
-        sizes = {tuple(v.rep.input_size) for v in views}
+        sizes = {tuple(int(n) for n in v.input_size) for v in views}
         if len(sizes) != 1:
             raise ValueError(f"all views must encode the same image, got sizes {sorted(sizes)}")
         self.views = views
