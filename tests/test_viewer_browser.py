@@ -171,3 +171,42 @@ def test_zooming_past_the_input_size_draws_rendered_tiles_in_sync(served, driver
         assert np.abs(seen[40:] - 0x3C).mean() > 20, f"view {index} looks blank"
     bicubic = shot[int(page["boxes"][1]["y"]) + 40 :, int(page["boxes"][1]["x"]) :][:200, :200]
     assert bicubic.std() > 20  # the checkerboard is on screen, not a blank canvas
+
+
+class _SlowBicubic(BicubicRepresentation):
+    """Bicubic whose deep tiles take a while, as a big model's would."""
+
+    def render_region(self, top, left, height, width, H, W, **options):
+        if H > 8 * self.input_size[0]:
+            time.sleep(0.3)
+        return super().render_region(top, left, height, width, H, W, **options)
+
+
+def test_tiles_left_behind_are_aborted_and_not_rendered(driver):
+    lr = _test_image(96, 128)
+    app = ViewerApp([View("slow", _SlowBicubic(lr), (96, 128))], 16, tile_size=256, workers=1)
+    server = make_server(app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        d = driver
+        d.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        _wait(d, "return window.gblsrViewer && window.gblsrViewer.ready")
+        _wait(d, "return window.gblsrViewer.idle()")
+        d.execute_script("window.gblsrViewer.zoomBy(3, 0.2, 0.2)")  # many slow tiles start
+        _wait(d, "return window.gblsrViewer.inflight >= 2", timeout=10)
+        # the user moves on to the other side of the image before they arrive
+        d.execute_script(
+            "window.gblsrViewer.viewers[0].viewport.panTo(new OpenSeadragon.Point(0.85, 0.6), true)"
+        )
+        _wait(d, "return window.gblsrViewer.dropped > 0", timeout=10)
+        _wait(d, "return window.gblsrViewer.idle()")
+        state = d.execute_script("const s = window.gblsrViewer; return [s.dropped, s.failed]")
+        assert state[0] > 0 and state[1] == 0, state
+        assert app.pool.pending == 0
+        # the dropped tiles were not all rendered: fewer renders than requests
+        requested = sum(d.execute_script("return Object.values(window.gblsrViewer.requested)"))
+        assert app.pool.completed < requested, (app.pool.completed, requested)
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
