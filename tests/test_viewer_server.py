@@ -371,3 +371,20 @@ def test_bicubic_alone_needs_no_checkpoint(files, capsys):
             servers[0].shutdown()
         t.join(10)
     assert "views: bicubic" in capsys.readouterr().out
+
+
+def test_connections_beyond_the_ceiling_get_503_at_once(lr):
+    app = ViewerApp([View("bicubic", BicubicRepresentation(lr), (H_IN, W_IN))], max_scale=2)
+    run = Running(app)
+    run.server.max_connections = 1
+    try:
+        with socket.create_connection(("127.0.0.1", run.port), timeout=10) as idle:
+            deadline = time.time() + 10
+            while run.server._active < 1 and time.time() < deadline:
+                time.sleep(0.01)
+            status, _, _ = run.get("/")  # the idle connection holds the only slot
+            assert status == 503
+            idle.sendall(b"GET /info.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert idle.recv(12) == b"HTTP/1.1 200"
+    finally:
+        run.close()
