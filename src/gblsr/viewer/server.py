@@ -438,6 +438,12 @@ class _Server(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def handle_error(self, request, client_address):
+        # A browser that aborts a tile mid-response is routine; anything else is one line.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            sys.stderr.write(f"gblsr-view: request failed: {type(exc).__name__}: {exc}\n")
+
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)

@@ -212,7 +212,9 @@
     document.title = info.title + " \u2014 gblsr-view";
     $("title").textContent = info.title;
     const main = $("views");
-    info.views.forEach((view, i) => {
+    // All panels first, then the viewers: a viewer made while its panel is still the only one
+    // (full width) would keep that zoom when the panel shrinks.
+    const boxes = info.views.map((view, i) => {
       const box = document.createElement("div");
       box.className = "view";
       const label = document.createElement("div");
@@ -233,8 +235,11 @@
       for (const ev of ["pointerdown", "pointerenter", "wheel", "focusin"]) {
         box.addEventListener(ev, makeLead, { capture: true, passive: true });
       }
+      return osd;
+    });
+    info.views.forEach((view, i) => {
       const viewer = OSD({
-        element: osd,
+        element: boxes[i],
         tileSources: makeTileSource(info, view),
         drawer: "canvas",
         showNavigationControl: false,
@@ -244,7 +249,6 @@
         timeout: 120000,
         animationTime: 0.6,
         blendTime: 0.1,
-        preserveImageSizeOnResize: true,
       });
       viewer.addHandler("viewport-change", () => syncFrom(i));
       viewer.addHandler("animation-finish", updateStatus);
