@@ -388,3 +388,18 @@ def test_connections_beyond_the_ceiling_get_503_at_once(lr):
             assert idle.recv(12) == b"HTTP/1.1 200"
     finally:
         run.close()
+
+
+def test_module_entry_point_help():
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "gblsr.cli.view", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0
+    for flag in ("IMAGE", "--checkpoint", "--compare", "--max-scale", "--port", "--open"):
+        assert flag in res.stdout
