@@ -31,6 +31,15 @@ H_IN, W_IN = 24, 30
 TINY = {"encoder": "edsr", "encoder_cfg": {"num_blocks": 1, "num_features": 8}}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two on busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _asr_model():
     torch.manual_seed(0)
     return gblsr.create_model("gblsr_asr", **TINY, decoder_cfg={"p_max": 4}).eval()

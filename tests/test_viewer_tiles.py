@@ -26,6 +26,15 @@ from gblsr.viewer.tiles import (
 TINY_EDSR = {"encoder": "edsr", "encoder_cfg": {"num_blocks": 1, "num_features": 8}}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two on busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_rep(arch: str, h: int = 9, w: int = 13):
     torch.manual_seed(0)
     extra = {"decoder_cfg": {"p_max": 4}} if arch == "gblsr_asr" else {"hidden": [16, 16]}
