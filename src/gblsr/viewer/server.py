@@ -323,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def _method_not_allowed(self) -> None:
+        self.close_connection = True  # any body it sent is left unread
         self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD are served")
 
     def send_error(self, code, message=None, explain=None):
