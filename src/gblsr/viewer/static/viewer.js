@@ -78,6 +78,13 @@
         const entry = { context: context, tile: context.tile, ctrl: new AbortController(),
           settled: false, stale: false };
         context.userData.gblsr = entry;
+        if (entry.tile && staleTest()(entry.tile)) {
+          // queued before the user moved on: never sent
+          entry.settled = true;
+          state.dropped += 1;
+          context.fail("gblsr: stale tile dropped", null);
+          return;
+        }
         inflight.add(entry);
         state.inflight += 1;
         bump(state.requested, view.id, context.tile ? context.tile.level : -1);
@@ -140,10 +147,11 @@
     return levels[levels.length - 1];
   }
 
-  // Abort requests for tiles outside where the lead view is going, or finer than it needs.
-  function dropStale() {
+  // A tile is stale when it lies outside where the lead view is going (with a margin), or is
+  // finer than that zoom needs.
+  function staleTest() {
     const lead = state.viewers[state.lead];
-    if (!lead) return;
+    if (!lead || !lead.world.getItemCount()) return () => false;
     const bounds = lead.viewport.getBounds(false);
     const margin = 0.25 * Math.max(bounds.width, bounds.height);
     const area = new OSD.Rect(bounds.x - margin, bounds.y - margin, bounds.width + 2 * margin,
@@ -152,11 +160,15 @@
     const info = state.info;
     const mag = (zoom * info.levels[info.levels.length - 1].width) / info.input.width;
     const maxLevel = neededLevel(mag).index + 1;
-    for (const view of info.views) {
+    return (t) => t.level > maxLevel || !area.intersection(t.bounds);
+  }
+
+  // Abort the requests in flight for stale tiles.
+  function dropStale() {
+    const stale = staleTest();
+    for (const view of state.info.views) {
       for (const entry of Array.from(view.inflight)) {
-        const t = entry.tile;
-        if (!t || entry.settled) continue;
-        if (t.level > maxLevel || !area.intersection(t.bounds)) {
+        if (entry.tile && !entry.settled && stale(entry.tile)) {
           entry.stale = true;
           entry.ctrl.abort();
         }
