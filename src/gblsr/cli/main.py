@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("gblsr.cli.convert", "write any checkpoint gblsr loads as gblsr safetensors"),
     "cmsr": ("gblsr.cli.cmsr", "build CMSR tables for an LM-LIIF / LM-LTE checkpoint"),
     "measure-latency": ("gblsr.cli.latency", "time a model under the latency protocol"),
+    "view": ("gblsr.cli.view", "deep-zoom web viewer: render any region at any magnification"),
 }
 
 
