@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..errors import UserInputError
+from ..inference import parse_bytes
 from ..runtime import resolve_device
 from ._types import (
     ArgumentParser,
@@ -77,12 +78,6 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
         metavar="PIXELS",
         help="at most this many output pixels per band (default: as many as --max-memory allows)",
     )
-
-
-def parse_bytes(text: str) -> int:
-    from ..inference import parse_bytes as _parse
-
-    return _parse(text)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..errors import UserInputError
 from ._common import add_device_arg, positive_int, resolve_device, run_main
 
 PROG = "gblsr-cmsr"
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,51 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _images(folders: list[str], max_images: int | None) -> list[Path]:
-    out = []
-    for folder in folders:
-        d = Path(folder)
-        if not d.is_dir():
-            raise UserInputError(f"not a folder: {d}")
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not files:
-            raise UserInputError(f"no images in {d}")
-        out += files[:max_images] if max_images else files
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
         from ..checkpoint import load_model
-        from ..data.image_io import read_rgb_uint8
-        from ..peers.cmsr import build_table, load_tables, save_tables
+        from ..peers.cmsr import build_table_file
 
         if not args.mse_threshold > 0:
             raise UserInputError("--mse-threshold must be positive")
-        device = resolve_device(args.device)
-        model = load_model(args.checkpoint, device=device)
-        if model.registry_name not in ("lmliif", "lmlte"):
-            raise UserInputError(
-                f"{model.registry_name} has no latent modulations; CMSR is for lmliif / lmlte"
-            )
-        files = _images(args.data, args.max_images)
-        out = Path(args.out)
-        tables = load_tables(out) if out.exists() else {}
-        for scale in args.scale:
-            images = (read_rgb_uint8(p) for p in files)
-            tables = build_table(
-                model,
-                images,
-                scale,
-                tables,
-                mse_threshold=args.mse_threshold,
-                trained_scale=args.trained_scale,
-            )
-            save_tables(tables, out)
-            print(f"x{scale}: {tables[scale]}", file=sys.stderr)
-        print(out)
+        model = load_model(args.checkpoint, device=resolve_device(args.device))
+        build_table_file(
+            model,
+            args.data,
+            args.scale,
+            args.out,
+            mse_threshold=args.mse_threshold,
+            trained_scale=args.trained_scale,
+            max_images=args.max_images,
+            on_scale=lambda scale, table: print(f"x{scale}: {table}", file=sys.stderr),
+        )
+        print(args.out)
         return 0
 
     return run_main(PROG, body)

@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("give either --model or --checkpoint, not both")
         model = args.checkpoint or args.model
         if not model:
-            raise UserInputError(
-                "nothing to evaluate: give --model bicubic|bilinear|nearest|FILE or "
-                "--checkpoint FILE"
-            )
+            raise UserInputError("nothing to evaluate: give --model NAME|FILE or --checkpoint FILE")
         with progress_bar(PROG) as tick:
             result = run_evaluation(
                 model,
@@ -142,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             write_reports(args.out, result)
         if args.output:
             write_text_atomic(args.output, text)
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        print(text, end="", flush=True)
         return 0
 
     return run_main(PROG, body)

@@ -50,6 +50,7 @@ __all__ = [
     "render_cmsr",
     "update_table",
     "build_table",
+    "build_table_file",
 ]
 
 # init_cmsr.py's default threshold (MSE in the [-1, 1] range).
@@ -346,4 +347,49 @@ def build_table(
         )
         if progress is not None:
             progress(n, tables[scale])
+    return tables
+
+
+def build_table_file(
+    model,
+    folders: Iterable[str | os.PathLike],
+    scales: Iterable[int],
+    path: str | os.PathLike,
+    mse_threshold: float = DEFAULT_MSE_THRESHOLD,
+    trained_scale: float = 4,
+    max_images: int | None = None,
+    on_scale=None,
+) -> dict:
+    """What ``gblsr cmsr`` does: :func:`build_table` for every scale over the HR images of
+    ``folders`` (sorted by name, the first ``max_images`` of each), updating the YAML file
+    ``path`` after each scale (its other tables are kept, as init_cmsr.py does).
+    ``on_scale(scale, table)`` is called after each. Returns all tables."""
+    from ..data.image_io import IMAGE_EXTENSIONS, read_rgb_uint8
+
+    if getattr(model, "registry_name", None) not in ("lmliif", "lmlte"):
+        raise UserInputError(
+            f"{getattr(model, 'registry_name', type(model).__name__)} has no latent "
+            "modulations; CMSR is for lmliif / lmlte"
+        )
+    if not mse_threshold > 0:
+        raise UserInputError("the MSE threshold must be positive")
+    files: list[Path] = []
+    for folder in folders:
+        d = Path(folder)
+        if not d.is_dir():
+            raise UserInputError(f"not a folder: {d}")
+        found = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise UserInputError(f"no images in {d}")
+        files += found[:max_images] if max_images else found
+    path = Path(path)
+    tables = load_tables(path) if path.exists() else {}
+    for scale in scales:
+        images = (read_rgb_uint8(p) for p in files)
+        tables = build_table(
+            model, images, scale, tables, mse_threshold=mse_threshold, trained_scale=trained_scale
+        )
+        save_tables(tables, path)
+        if on_scale is not None:
+            on_scale(scale, tables[scale])
     return tables
