@@ -1,0 +1,199 @@
+"""The study's pictures (matplotlib, Agg), drawn only from the result files.
+
+SR studies: PSNR against scale per method (one panel per set), PSNR against decode time (the
+speed/quality front), the visual grid (the same crop at each visual scale for every method,
+beside bicubic and the ground truth) and training-loss curves. Native studies: validation PSNR
+against step and wall time, PSNR against decode time and the reconstruction / error grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["draw_figures"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    from ..data.image_io import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    _plt().close(fig)
+    return path.name
+
+
+def _sets(results: dict[str, dict]) -> list[str]:
+    out: list[str] = []
+    for res in results.values():
+        for r in res.get("rows", []):
+            if r["dataset"] not in out:
+                out.append(r["dataset"])
+    return out
+
+
+def _psnr(res: dict, dataset: str, scale: Any) -> float | None:
+    for r in res.get("rows", []):
+        if r["dataset"] == dataset and r.get("scale", 1) == scale:
+            return r.get("psnr")
+    return None
+
+
+def _psnr_vs_scale(results, bicubic, scales, path: Path) -> str:
+    plt = _plt()
+    sets = _sets(results)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    entries = list(results.items()) + ([("bicubic", bicubic)] if bicubic else [])
+    for ax, ds in zip(axes[0], sets):
+        for name, res in entries:
+            pts = [(s, _psnr(res, ds, s)) for s in scales]
+            pts = [(s, p) for s, p in pts if p is not None]
+            if pts:
+                style = "k--" if name == "bicubic" else "-o"
+                ax.plot([s for s, _ in pts], [p for _, p in pts], style, label=name, ms=3)
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(scales)
+        ax.set_xticklabels([f"x{s:g}" for s in scales])
+        ax.set_title(ds)
+        ax.set_xlabel("scale")
+        ax.set_ylabel("Y-PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _front(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, path: Path) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for name, x, y in points:
+        ax.scatter([x], [y])
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title("speed / quality (up and left is better)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _grid(rows: list[tuple[str, list[tuple[str, Path]]]], path: Path) -> str | None:
+    from PIL import Image
+
+    plt = _plt()
+    rows = [(t, [(n, p) for n, p in cells if p.is_file()]) for t, cells in rows]
+    rows = [r for r in rows if r[1]]
+    if not rows:
+        return None
+    ncol = max(len(c) for _, c in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.9 * ncol, 2.1 * len(rows)), squeeze=False)
+    for i, (title, cells) in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(cells):
+                name, p = cells[j]
+                with Image.open(p) as im:
+                    ax.imshow(im.convert("RGB"), interpolation="nearest")
+                ax.set_title(f"{name} {title}".strip(), fontsize=7)
+    return _save(fig, path)
+
+
+def _curves(results: dict[str, dict], key: str, ylabel: str, path: Path) -> str | None:
+    plt = _plt()
+    have = {n: r.get(key) or [] for n, r in results.items()}
+    if not any(have.values()):
+        return None
+    yk = "loss" if key == "loss_curve" else "psnr"
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, pts in have.items():
+        pts = [p for p in pts if p.get(yk) is not None]
+        if not pts:
+            continue
+        axes[0].plot([p["step"] for p in pts], [p[yk] for p in pts], label=name, lw=1)
+        wall = [(p["elapsed_s"], p[yk]) for p in pts if p.get("elapsed_s") is not None]
+        if wall:
+            axes[1].plot([w for w, _ in wall], [v for _, v in wall], label=name, lw=1)
+    for ax, xl in zip(axes, ("step", "training wall time (s)")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if yk == "loss":
+            ax.set_yscale("log")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def draw_figures(cfg, out: Path, results, bicubic, timing) -> list[str]:
+    """Draw what the existing results allow; returns the file names under ``out/figures``."""
+    fig_dir = out / "figures"
+    crops = out / "crops"
+    drawn: list[str | None] = []
+    tm = (timing or {}).get("methods", {})
+    if cfg.kind == "sr":
+        if results:
+            drawn.append(
+                _psnr_vs_scale(results, bicubic, cfg.scales, fig_dir / "psnr_vs_scale.png")
+            )
+        s = cfg.timing["scales"][0]
+        key = f"x{float(s):g}"
+        pts = []
+        for name, res in results.items():
+            vals = [_psnr(res, ds, s) for ds in _sets({name: res})]
+            vals = [v for v in vals if v is not None]
+            dec = tm.get(name, {}).get(key, {}).get("decode_ms")
+            if vals and dec:
+                pts.append((name, dec, sum(vals) / len(vals)))
+        if pts:
+            drawn.append(
+                _front(
+                    pts,
+                    f"decode time (ms, {cfg.timing['lr_size']}px LR to {key})",
+                    f"Y-PSNR at x{s:g} (dB, mean over sets)",
+                    fig_dir / "psnr_vs_decode_time.png",
+                )
+            )
+        grid = []
+        for s in cfg.visual["scales"]:
+            k = f"x{float(s):g}"
+            cells = [("GT", crops / f"gt_{k}.png"), ("bicubic", crops / f"bicubic_{k}.png")]
+            cells += [(n, crops / f"{n}_{k}.png") for n in results]
+            grid.append((k, cells))
+        drawn.append(_grid(grid, fig_dir / "visual_grid.png"))
+        drawn.append(_curves(results, "loss_curve", "training loss", fig_dir / "loss_curves.png"))
+    else:
+        drawn.append(
+            _curves(results, "val_curve", "validation PSNR (dB)", fig_dir / "learning_curves.png")
+        )
+        drawn.append(_curves(results, "loss_curve", "training loss", fig_dir / "loss_curves.png"))
+        pts = []
+        for name, res in results.items():
+            rows = [r for r in res.get("rows", []) if r.get("psnr") is not None]
+            dec = tm.get(name, {}).get("image", {}).get("decode_ms")
+            if rows and dec:
+                pts.append((name, dec, sum(r["psnr"] for r in rows) / len(rows)))
+        if pts:
+            drawn.append(
+                _front(
+                    pts,
+                    f"decode time (ms, {cfg.timing['image_size']}px image)",
+                    "PSNR (dB, mean over sets)",
+                    fig_dir / "psnr_vs_decode_time.png",
+                )
+            )
+        names = list(results)
+        grid = [
+            ("", [("GT", crops / "gt_recon.png")] + [(n, crops / f"{n}_recon.png") for n in names]),
+            ("|error| x4", [(n, crops / f"{n}_error.png") for n in names]),
+        ]
+        drawn.append(_grid(grid, fig_dir / "recon_grid.png"))
+    return [d for d in drawn if d]
