@@ -162,11 +162,11 @@ def _methods_table(cfg, results, timing) -> list[str]:
     if cfg.kind == "sr":
         key = f"x{float(cfg.timing['scales'][0]):g}"
         head = f"| method | model | params | steps | train s | encode ms | decode ms ({key}) "
-        head += f"| total ms ({key}) | peak MB | peak increase MB | note |"
+        head += f"| total ms ({key}) | decode MB | process peak MB | note |"
     else:
         key = "image"
         head = "| method | arm | params | steps | train s | encode ms | decode ms | total ms "
-        head += "| peak MB | peak increase MB | note |"
+        head += "| decode MB | process peak MB | note |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for n, res in results.items():
         t = (tm.get(n) or {}).get(key, {})
@@ -175,7 +175,7 @@ def _methods_table(cfg, results, timing) -> list[str]:
             f"| {n} | {res.get('model')} | {res.get('n_params', 0):,} | {res.get('train_steps')} "
             f"| {_fmt(res.get('train_seconds'), 0)} | {_fmt(t.get('encode_ms'), 1)} "
             f"| {_fmt(t.get('decode_ms'), 1)} | {_fmt(t.get('total_ms'), 1)} "
-            f"| {_fmt(t.get('peak_memory_mb'), 0)} | {_fmt(t.get('peak_increase_mb'), 0)} "
+            f"| {_fmt(t.get('decode_tensor_peak_mb'), 1)} | {_fmt(t.get('peak_memory_mb'), 0)} "
             f"| {res.get('note') or ''}{stale} |"
         )
     return lines

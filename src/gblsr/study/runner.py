@@ -165,6 +165,7 @@ def _run_method(cfg: StudyConfig, m: MethodSpec, out: Path, device, progress: bo
         "train_seconds": summary.get("train_seconds"),
         "train_steps": summary.get("step") or tc.get("total_steps") or tc["train"]["max_steps"],
         "sitting_train_wall_s": round(t_train, 2),
+        "resumed_from_step": summary.get("resumed_from_step"),
         "checkpoint": str(ckpt),
         "loss_curve": loss_curve,
     }
@@ -224,14 +225,14 @@ def _bicubic(cfg: StudyConfig, out: Path, progress: bool) -> dict | None:
     return res
 
 
-def _status_line(i: int, n: int, m: MethodSpec, res: dict, bic: dict | None) -> str:
+def _status_line(i: int, n: int, m: MethodSpec, res: dict, bic: dict | None, kind: str) -> str:
     rows = res.get("rows") or []
     head = f"[{i}/{n}] {m.name}: {res['n_params']:,} params, "
     head += f"{res.get('train_steps')} steps in {res.get('train_seconds') or 0:.1f} s"
     if not rows:
         return head
     r = rows[0]
-    if "scale" in r and r.get("psnr") is not None:
+    if kind == "sr" and r.get("psnr") is not None:
         ref = ""
         for b in (bic or {}).get("rows", []):
             if b["dataset"] == r["dataset"] and b["scale"] == r["scale"] and b.get("psnr"):
@@ -326,7 +327,7 @@ def run_study(
             res = _run_method(cfg, m, out, device, progress)
             results[m.name] = res
             summary.status[m.name] = "trained"
-            _say(_status_line(i, n, m, res, bic))
+            _say(_status_line(i, n, m, res, bic, cfg.kind))
             done_now += 1
             if stop_after is not None and done_now >= stop_after:
                 summary.stopped = True

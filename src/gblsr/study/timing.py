@@ -17,7 +17,63 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["time_sr", "time_native", "rss_mb"]
+__all__ = ["time_sr", "time_native", "rss_mb", "peak_tensor_bytes"]
+
+
+class _TensorPeak:
+    """Counts the bytes of tensor storages created while active and still referenced."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self.refs: dict[int, list[int]] = {}  # data_ptr -> [tensors alive, nbytes]
+
+    def _free(self, key: int) -> None:
+        ref = self.refs.get(key)
+        if ref is None:
+            return
+        ref[0] -= 1
+        if ref[0] <= 0:
+            self.live -= ref[1]
+            del self.refs[key]
+
+    def add(self, t: torch.Tensor) -> None:
+        import weakref
+
+        st = t.untyped_storage()
+        key, n = st.data_ptr(), st.nbytes()
+        if n == 0:
+            return
+        ref = self.refs.get(key)
+        if ref is None:
+            self.refs[key] = ref = [0, n]
+            self.live += n
+            self.peak = max(self.peak, self.live)
+        ref[0] += 1
+        weakref.finalize(t, self._free, key)
+
+
+def peak_tensor_bytes(fn, *args) -> int:
+    """Peak bytes of the tensors ``fn(*args)`` allocates and holds at once (its output
+    included; weights and inputs excluded), counted at the dispatcher, on any device. A view
+    keeps its base's storage counted until the last tensor on it is gone."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    tracker = _TensorPeak()
+
+    class _Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and not t.is_meta:
+                    tracker.add(t)
+            return out
+
+    with _Mode():
+        out = fn(*args)
+    del out
+    return tracker.peak
 
 
 def rss_mb() -> float | None:
@@ -45,6 +101,8 @@ def _measure(model: nn.Module, x: torch.Tensor, run, timing, memory: bool) -> di
     r = measure_latency(model, x, _cfg(timing), track_peak_memory=memory, run=run)
     out: dict[str, Any] = {"median_ms": r.median_ms, "mean_ms": r.mean_ms, "std_ms": r.std_ms}
     if memory:
+        with torch.no_grad():
+            out["decode_tensor_peak_mb"] = peak_tensor_bytes(run or model, x) / 2**20
         out["peak_memory_mb"] = r.peak_memory_mb
         out["peak_memory_kind"] = r.peak_memory_kind
         if before is not None and r.peak_memory_mb is not None:
