@@ -246,6 +246,30 @@ def _folders(sec: str, d: dict, key: str) -> None:
     d[key] = v
 
 
+def _eval_sets(ev: dict) -> None:
+    """``eval.sets``: folders, or ``{path, max_images}`` mappings (a per-set cap on the first
+    images, for CPU budgets); normalised to a list of folders and ``eval.caps``."""
+    raw = ev["sets"]
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not raw or not isinstance(raw, list):
+        raise UserInputError("eval.sets must list one or more folders")
+    paths, caps = [], []
+    for i, item in enumerate(raw):
+        cap = None
+        if isinstance(item, dict):
+            if set(item) - {"path", "max_images"} or not isinstance(item.get("path"), str):
+                raise UserInputError(f"eval.sets[{i}] must be a folder or {{path, max_images}}")
+            d = {"max_images": item.get("max_images")}
+            _number(f"eval.sets[{i}]", d, "max_images", int, 1)
+            item, cap = item["path"], d["max_images"]
+        if not isinstance(item, str) or not item:
+            raise UserInputError("eval.sets must list one or more folders")
+        paths.append(item)
+        caps.append(cap if cap is not None else ev.get("max_images"))
+    ev["sets"], ev["caps"] = paths, caps
+
+
 def _methods(raw: Any, kind: str) -> list[MethodSpec]:
     if not isinstance(raw, list) or not raw:
         raise UserInputError("'methods' must be a non-empty list")
@@ -305,7 +329,8 @@ def study_config_from_dict(d: dict[str, Any], source: str = "") -> StudyConfig:
     timing = _section(d, "timing", _TIMING)
     visual = _section(d, "visual", _VISUAL)
     _folders("data", data, "train_dirs")
-    _folders("eval", ev, "sets")
+    _number("eval", ev, "max_images", int, 1)
+    _eval_sets(ev)
     for key in ("steps", "batch_size"):
         _number("train", train, key, int, 1)
     for key in ("checkpoint_every", "val_every", "val_images"):
@@ -327,7 +352,6 @@ def study_config_from_dict(d: dict[str, Any], source: str = "") -> StudyConfig:
     _scales("visual", visual, "scales")
     if ev["protocol"] not in ("benchmark", "div2k"):
         raise UserInputError(f"eval.protocol must be benchmark or div2k, got {ev['protocol']!r}")
-    _number("eval", ev, "max_images", int, 1)
     for key in ("lr_size", "image_size", "runs"):
         _number("timing", timing, key, int, 1)
     _number("timing", timing, "warmup", int, 0)

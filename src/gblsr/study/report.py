@@ -252,6 +252,11 @@ def _protocol_lines(cfg) -> list[str]:
         f"{t['grad_clip']:g}, seed {cfg.seed}",
     ]
     ins, outs = ev["scales_in"], ev["scales_out"]
+    sets = [
+        f"{Path(p).name} ({'all images' if c is None else f'first {c} images'})"
+        for p, c in zip(ev["sets"], ev["caps"])
+    ]
+    lines.append(f"- Scored on: {', '.join(sets)}")
     if cfg.kind == "sr":
         lines.append(
             f"- Scoring: {ev['protocol']} protocol (Y-PSNR with ceil(s) border shave; SSIM on Y); "

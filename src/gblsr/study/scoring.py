@@ -122,8 +122,8 @@ class WholeImage(nn.Module):
         return {"recon": recon}
 
 
-def count_images(sets: list[str], max_images: int | None) -> int:
-    return sum(len(open_dataset(s, max_images=max_images)) for s in sets)
+def count_images(sets: list[str], caps: list[int | None]) -> int:
+    return sum(len(open_dataset(s, max_images=c)) for s, c in zip(sets, caps))
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -148,17 +148,19 @@ def score_sr(model, cfg, progress: bool = True, label: str = "") -> list[dict[st
     from ..evaluation import evaluate
 
     ev = cfg.eval
-    total = count_images(ev["sets"], ev["max_images"]) * len(cfg.scales)
+    total = count_images(ev["sets"], ev["caps"]) * len(cfg.scales)
+    rows = []
     with _bar(total, f"score {label}", progress) as bar:
-        rows = evaluate(
-            model,
-            ev["sets"],
-            scales=cfg.scales,
-            protocol=ev["protocol"],
-            lr_source=ev["lr_source"],
-            max_images=ev["max_images"],
-            on_image=lambda: bar.update(1),
-        )
+        for path, cap in zip(ev["sets"], ev["caps"]):
+            rows += evaluate(
+                model,
+                [path],
+                scales=cfg.scales,
+                protocol=ev["protocol"],
+                lr_source=ev["lr_source"],
+                max_images=cap,
+                on_image=lambda: bar.update(1),
+            )
     return [_slim(r, keep_regions=False) for r in rows]
 
 
@@ -174,14 +176,14 @@ def score_native(
     )
     ev = cfg.eval
     rows = []
-    for path in ev["sets"]:
+    for path, cap in zip(ev["sets"], ev["caps"]):
         wrap = WholeImage(model, P, locked).eval()
-        total = count_images([path], ev["max_images"])
+        total = count_images([path], [cap])
         with _bar(total, f"score {label}", progress) as bar:
             (row,) = evaluate(
                 wrap,
                 [path],
-                max_images=ev["max_images"],
+                max_images=cap,
                 region_thresholds=thresholds,
                 patch_size=P,
                 on_image=lambda: bar.update(1),
