@@ -19,7 +19,7 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -154,29 +154,9 @@ class StudyConfig:
         raise UserInputError(f"no method named {name!r} in the study")
 
     def to_dict(self) -> dict[str, Any]:
+        skip = ("methods", "source")
         d = {
-            k: copy.deepcopy(getattr(self, k))
-            for k in (
-                "name",
-                "kind",
-                "description",
-                "budget",
-                "output",
-                "runs",
-                "seed",
-                "device",
-                "threads",
-                "reference",
-                "encoder",
-                "native",
-                "data",
-                "train",
-                "optim",
-                "schedule",
-                "eval",
-                "timing",
-                "visual",
-            )
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip
         }
         d["methods"] = [vars(m).copy() for m in self.methods]
         return d

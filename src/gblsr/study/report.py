@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from ..data.regions import REGIONS
+from .summary import _bicubic_check, _cell, _fmt, _set_names, lead_summary
 
-__all__ = ["write_report", "machine_info", "versions", "lead_summary", "load_results"]
+__all__ = ["write_report", "machine_info", "versions", "load_results"]
 
 
 def machine_info(device: Any = None) -> dict[str, Any]:
@@ -65,96 +66,6 @@ def load_results(cfg, out: Path) -> tuple[dict[str, dict], dict | None, dict | N
         json.loads(bic.read_text()) if bic.is_file() else None,
         json.loads(tim.read_text()) if tim.is_file() else None,
     )
-
-
-def _set_names(entries) -> list[str]:
-    """Dataset names in first-seen order over result dicts."""
-    out: list[str] = []
-    for res in entries:
-        for r in (res or {}).get("rows", []):
-            if r["dataset"] not in out:
-                out.append(r["dataset"])
-    return out
-
-
-def _fmt(v: Any, nd: int = 2) -> str:
-    return "-" if v is None else f"{v:.{nd}f}"
-
-
-def _cell(res: dict, ds: str, scale: Any, key: str) -> float | None:
-    for r in res.get("rows", []):
-        if r["dataset"] == ds and r.get("scale", 1) == scale:
-            return r.get(key)
-    return None
-
-
-def _reference(cfg, results: dict[str, dict]) -> str | None:
-    if cfg.reference:
-        return cfg.reference if cfg.reference in results else None
-    for name, res in results.items():
-        if res.get("model") in ("gblsr_asr", "local_spectral"):
-            return name
-    return next(iter(results), None)
-
-
-def _decode_ms(cfg, timing: dict | None, name: str) -> float | None:
-    t = ((timing or {}).get("methods") or {}).get(name) or {}
-    if cfg.kind == "sr":
-        t = t.get(f"x{float(cfg.timing['scales'][0]):g}", {})
-    else:
-        t = t.get("image", {})
-    return t.get("decode_ms")
-
-
-def lead_summary(cfg, results: dict[str, dict], timing: dict | None) -> list[str]:
-    """Sentences saying where the reference method leads in PSNR and where (by how much) not."""
-    ref = _reference(cfg, results)
-    if ref is None or len(results) < 2:
-        return []
-    sets = _set_names(results.values())
-    scales = cfg.scales if cfg.kind == "sr" else [1]
-    behind, cells = [], 0
-    for ds in sets:
-        for s in scales:
-            mine = _cell(results[ref], ds, s, "psnr")
-            others = [(n, _cell(r, ds, s, "psnr")) for n, r in results.items() if n != ref]
-            others = [(n, v) for n, v in others if v is not None]
-            if mine is None or not others:
-                continue
-            cells += 1
-            best_n, best_v = max(others, key=lambda t: t[1])
-            if best_v > mine:
-                where = f"{ds} x{s:g}" if cfg.kind == "sr" else ds
-                behind.append((where, best_n, best_v - mine))
-    if not cells:
-        return []
-    dec = {n: _decode_ms(cfg, timing, n) for n in results}
-    at = f" at x{float(cfg.timing['scales'][0]):g}" if cfg.kind == "sr" else ""
-    times = ", ".join(f"{n} {_fmt(v, 1)} ms" for n, v in dec.items() if v is not None)
-    time_txt = f" Decode times{at}: {times}." if times else " (Decode times not measured yet.)"
-    if not behind:
-        return [f"**{ref} leads in PSNR in all {cells} (set, scale) cells.**{time_txt}"]
-    worst = max(behind, key=lambda t: t[2])
-    listing = "; ".join(f"{w}: {n} +{g:.2f} dB" for w, n, g in behind)
-    return [
-        f"**{ref} does not lead in PSNR in {len(behind)} of {cells} cells** (largest gap "
-        f"{worst[2]:.2f} dB, {worst[0]}, behind {worst[1]}): {listing}.{time_txt}"
-    ]
-
-
-def _bicubic_check(cfg, results, bicubic) -> list[str]:
-    if not bicubic:
-        return []
-    fails = []
-    for n, res in results.items():
-        for r in res.get("rows", []):
-            if r.get("scale") in cfg.eval["scales_in"]:
-                b = _cell(bicubic, r["dataset"], r["scale"], "psnr")
-                if b is not None and r.get("psnr") is not None and r["psnr"] <= b:
-                    fails.append(f"{n} {r['dataset']} x{r['scale']} ({r['psnr'] - b:+.2f} dB)")
-    if fails:
-        return ["Methods that do **not** beat bicubic in-distribution: " + "; ".join(fails) + "."]
-    return ["Every scored method beats bicubic on every set at every in-distribution scale."]
 
 
 def _methods_table(cfg, results, timing) -> list[str]:
@@ -348,7 +259,8 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
         )
         lines.append("")
     lines += ["## Summary", ""]
-    lines += summary
+    for sentence in summary:
+        lines += [sentence, ""]
     if cfg.kind == "sr":
         lines += _bicubic_check(cfg, results, bicubic)
     lines += ["", "## Protocol", "", *_protocol_lines(cfg), "", "## Methods", ""]
