@@ -78,7 +78,18 @@ def lead_summary(cfg, results: dict[str, dict], timing: dict | None) -> list[str
     if not behind:
         return [f"**{ref} leads in PSNR in all {cells} (set, scale) cells.**{time_txt}", *extra]
     worst = max(behind, key=lambda t: t[2])
-    listing = "; ".join(f"{w}: {n} +{g:.2f} dB" for w, n, g in behind)
+    if len(behind) <= 8:
+        listing = "; ".join(f"{w}: {n} +{g:.2f} dB" for w, n, g in behind)
+    else:  # grouped by the method that leads
+        parts = []
+        for leader in dict.fromkeys(n for _, n, _ in behind):
+            gaps = [(g, w) for w, n, g in behind if n == leader]
+            lo, hi = min(gaps)[0], max(gaps)
+            parts.append(
+                f"{leader} leads in {len(gaps)} cells by {lo:.2f} to {hi[0]:.2f} dB "
+                f"(most at {hi[1]})"
+            )
+        listing = "; ".join(parts)
     return [
         f"**{ref} does not lead in PSNR in {len(behind)} of {cells} cells** (largest gap "
         f"{worst[2]:.2f} dB, {worst[0]}, behind {worst[1]}): {listing}.{time_txt}",
@@ -121,13 +132,29 @@ def _versus_global(cfg, results, timing, ref: str, sets: list[str]) -> list[str]
 def _bicubic_check(cfg, results, bicubic) -> list[str]:
     if not bicubic:
         return []
-    fails = []
+    fails: dict[str, list[tuple[float, str]]] = {}
+    cells = 0
     for n, res in results.items():
         for r in res.get("rows", []):
             if r.get("scale") in cfg.eval["scales_in"]:
                 b = _cell(bicubic, r["dataset"], r["scale"], "psnr")
-                if b is not None and r.get("psnr") is not None and r["psnr"] <= b:
-                    fails.append(f"{n} {r['dataset']} x{r['scale']} ({r['psnr'] - b:+.2f} dB)")
-    if fails:
-        return ["Methods that do **not** beat bicubic in-distribution: " + "; ".join(fails) + "."]
-    return ["Every scored method beats bicubic on every set at every in-distribution scale."]
+                if b is not None and r.get("psnr") is not None:
+                    cells += 1
+                    if r["psnr"] <= b:
+                        where = f"{r['dataset']} x{r['scale']}"
+                        fails.setdefault(n, []).append((r["psnr"] - b, where))
+    if not fails:
+        return [
+            "Every scored method beats bicubic on every set at every in-distribution scale "
+            f"({cells} cells)."
+        ]
+    parts = []
+    for n, f in fails.items():
+        worst = min(f)
+        listing = (
+            ", ".join(f"{w} ({d:+.2f} dB)" for d, w in f)
+            if len(f) <= 4
+            else (f"{len(f)} cells, worst {worst[1]} ({worst[0]:+.2f} dB)")
+        )
+        parts.append(f"{n}: {listing}")
+    return ["Methods that do **not** beat bicubic in-distribution: " + "; ".join(parts) + "."]

@@ -148,11 +148,14 @@ def time_sr(model: nn.Module, timing: dict[str, Any]) -> dict[str, Any]:
     n = int(timing["lr_size"])
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, n, n, generator=g).to(_device(model))
-    enc = _measure(model, lr, lambda x: model.encode_state(x), timing, memory=False)
+    enc = None
+    if hasattr(model, "encode_state"):
+        enc = _measure(model, lr, lambda x: model.encode_state(x), timing, memory=False)
     out: dict[str, Any] = {}
     for s in timing["scales"]:
         H = int(round(n * float(s)))
-        res = {"lr_size": n, "encode_ms": enc["median_ms"], **_time_scale(model, lr, H, H, timing)}
+        res = {"lr_size": n, "encode_ms": enc["median_ms"] if enc else None}
+        res.update(_time_scale(model, lr, H, H, timing))
         out[f"x{float(s):g}"] = res
     return out
 
