@@ -139,12 +139,13 @@ def draw_figures(cfg, out: Path, results, bicubic, timing) -> list[str]:
     crops = out / "crops"
     drawn: list[str | None] = []
     tm = (timing or {}).get("methods", {})
+    tset = (timing or {}).get("settings") or cfg.timing  # what was measured
     if cfg.kind == "sr":
         if results:
             drawn.append(
                 _psnr_vs_scale(results, bicubic, cfg.scales, fig_dir / "psnr_vs_scale.png")
             )
-        s = cfg.timing["scales"][0]
+        s = tset["scales"][0]
         key = f"x{float(s):g}"
         pts = []
         for name, res in results.items():
@@ -157,7 +158,7 @@ def draw_figures(cfg, out: Path, results, bicubic, timing) -> list[str]:
             drawn.append(
                 _front(
                     pts,
-                    f"decode time (ms, {cfg.timing['lr_size']}px LR to {key})",
+                    f"decode time (ms, {tset['lr_size']}px LR to {key})",
                     f"Y-PSNR at x{s:g} (dB, mean over sets)",
                     fig_dir / "psnr_vs_decode_time.png",
                 )
@@ -185,7 +186,7 @@ def draw_figures(cfg, out: Path, results, bicubic, timing) -> list[str]:
             drawn.append(
                 _front(
                     pts,
-                    f"decode time (ms, {cfg.timing['image_size']}px image)",
+                    f"decode time (ms, {tset['image_size']}px image)",
                     "PSNR (dB, mean over sets)",
                     fig_dir / "psnr_vs_decode_time.png",
                 )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..data.regions import REGIONS
-from .summary import _bicubic_check, _cell, _fmt, _set_names, lead_summary
+from .summary import _bicubic_check, _cell, _fmt, _set_names, _tset, lead_summary
 
 __all__ = ["write_report", "machine_info", "versions", "load_results"]
 
@@ -71,7 +71,7 @@ def load_results(cfg, out: Path) -> tuple[dict[str, dict], dict | None, dict | N
 def _methods_table(cfg, results, timing) -> list[str]:
     tm = (timing or {}).get("methods") or {}
     if cfg.kind == "sr":
-        key = f"x{float(cfg.timing['scales'][0]):g}"
+        key = f"x{float(_tset(cfg, timing)['scales'][0]):g}"
         head = f"| method | model | params | steps | train s | encode ms | decode ms ({key}) "
         head += f"| total ms ({key}) | decode MB | process peak MB | note |"
     else:

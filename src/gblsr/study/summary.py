@@ -39,10 +39,15 @@ def _reference(cfg, results: dict[str, dict]) -> str | None:
     return next(iter(results), None)
 
 
+def _tset(cfg, timing: dict | None) -> dict:
+    """The timing settings that were measured (else the config's)."""
+    return (timing or {}).get("settings") or cfg.timing
+
+
 def _decode_ms(cfg, timing: dict | None, name: str) -> float | None:
     t = ((timing or {}).get("methods") or {}).get(name) or {}
     if cfg.kind == "sr":
-        t = t.get(f"x{float(cfg.timing['scales'][0]):g}", {})
+        t = t.get(f"x{float(_tset(cfg, timing)['scales'][0]):g}", {})
     else:
         t = t.get("image", {})
     return t.get("decode_ms")
@@ -71,7 +76,7 @@ def lead_summary(cfg, results: dict[str, dict], timing: dict | None) -> list[str
     if not cells:
         return []
     dec = {n: _decode_ms(cfg, timing, n) for n in results}
-    at = f" at x{float(cfg.timing['scales'][0]):g}" if cfg.kind == "sr" else ""
+    at = f" at x{float(_tset(cfg, timing)['scales'][0]):g}" if cfg.kind == "sr" else ""
     times = ", ".join(f"{n} {_fmt(v, 1)} ms" for n, v in dec.items() if v is not None)
     time_txt = f" Decode times{at}: {times}." if times else " (Decode times not measured yet.)"
     extra = _versus_global(cfg, results, timing, ref, sets)
