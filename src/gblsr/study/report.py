@@ -271,8 +271,17 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
         }
         lines += [
             "",
-            f"Timing device: {timing.get('device')}; peak memory: {', '.join(sorted(kinds))}",
+            f"Timing device: {timing.get('device')}. decode MB: peak bytes of the tensors the "
+            "decode allocates and holds at once (output included, weights excluded), counted "
+            f"at the dispatcher; process peak MB: {', '.join(sorted(kinds))} during the decode "
+            "passes (on a CPU the process's high-water mark, mostly its baseline).",
         ]
+        if timing.get("settings") != cfg.timing or set(timing["methods"]) != set(results):
+            lines += [
+                "",
+                "**Timing is from an earlier sitting with other settings or methods;** it is "
+                "redone when every method is scored.",
+            ]
     else:
         lines += ["", "Timing: not measured yet (runs once every method is scored)."]
     lines += ["", "## Scores", ""]
