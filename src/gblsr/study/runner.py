@@ -301,6 +301,10 @@ def run_study(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if not report_only:  # fail on a missing set or visual image now, not after training
+        from .scoring import _visual_image
+
+        _visual_image(cfg)
     summary = StudySummary(out)
     sitting_t0 = time.time()
     results: dict[str, dict] = {}
