@@ -117,13 +117,14 @@ def _native_tables(cfg, results) -> list[str]:
         lines += [
             f"### {ds} (whole images)",
             "",
-            "| arm | PSNR | SSIM | LSE | PSNR seam px | PSNR interior px | seam gap dB |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| arm | PSNR | SSIM | LPIPS | LSE | PSNR seam px | PSNR interior px | seam gap dB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for n, res in results.items():
             r = next((x for x in res.get("rows", []) if x["dataset"] == ds), {})
             lines.append(
                 f"| {n} | {_fmt(r.get('psnr'))} | {_fmt(r.get('ssim'), 4)} "
+                f"| {_fmt(r.get('lpips'), 4)} "
                 f"| {_fmt(r.get('local_spectrum_error'), 3)} | {_fmt(r.get('psnr_seam'))} "
                 f"| {_fmt(r.get('psnr_interior'))} | {_fmt(r.get('seam_gap_db'))} |"
             )

@@ -169,6 +169,7 @@ def score_native(
 ) -> list[dict[str, Any]]:
     """One row per set: PSNR / SSIM / local spectrum error overall and per region, seam PSNRs."""
     from ..evaluation import evaluate
+    from ..metrics.quality import has_lpips
 
     P = int(cfg.native.get("patch_size", 32))
     locked = (
@@ -186,6 +187,7 @@ def score_native(
                 max_images=cap,
                 region_thresholds=thresholds,
                 patch_size=P,
+                lpips=has_lpips(),  # the panel's LPIPS where the package and weights exist
                 on_image=lambda: bar.update(1),
             )
         if len(wrap.extra) != len(row["images"]):
