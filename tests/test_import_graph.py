@@ -118,6 +118,7 @@ LAYERS = [
         ("gblsr.inference", "gblsr.evaluation", "gblsr.latency", "gblsr.viewer"),
     ),
     ("training", ("gblsr.training",)),
+    ("study", ("gblsr.study",)),
     ("cli", ("gblsr.cli", "gblsr.__main__")),
 ]
 

@@ -8,8 +8,9 @@ The command line is ``gblsr-study`` (:mod:`gblsr.cli.study`); see ``docs/study.m
 """
 
 from .config import MethodSpec, StudyConfig, load_study_config, stable_hash, study_config_from_dict
+from .records import method_hash
 from .report import write_report
-from .runner import StudySummary, method_hash, run_study
+from .runner import StudySummary, run_study
 from .scoring import masked_psnr, seam_masks
 from .summary import lead_summary
 from .trainer import run_trainer, trainer_config

@@ -24,7 +24,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> str:
-    from ..data.image_io import atomic_write
+    from ..fileio import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))

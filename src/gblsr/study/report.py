@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from ..data.regions import REGIONS
+from ..fileio import write_text_atomic
+from .records import is_available, method_hash, write_json
 from .summary import _bicubic_check, _cell, _fmt, _set_names, _tset, lead_summary
 
 __all__ = ["write_report", "machine_info", "versions", "load_results"]
@@ -50,8 +52,6 @@ def versions() -> dict[str, Any]:
 
 def load_results(cfg, out: Path) -> tuple[dict[str, dict], dict | None, dict | None]:
     """(method results in config order, bicubic, timing) from the files under ``out``."""
-    from .runner import method_hash
-
     results = {}
     for m in cfg.methods:
         p = out / "methods" / f"{m.name}.json"
@@ -196,7 +196,6 @@ def _protocol_lines(cfg) -> list[str]:
 def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
     """Write results.json, report.md and the figures from what exists; returns report.md."""
     from .figures import draw_figures
-    from .runner import _write_json, is_available
 
     out.mkdir(parents=True, exist_ok=True)
     results, bicubic, timing = load_results(cfg, out)
@@ -236,7 +235,7 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
         "summary": summary,
         "figures": figures,
     }
-    _write_json(out / "results.json", doc)
+    write_json(out / "results.json", doc)
     lines = [f"# Study `{cfg.name}` ({cfg.kind})", ""]
     if cfg.description:
         lines += [cfg.description, ""]
@@ -305,7 +304,5 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
     extra = sorted(p.name for p in (out / "figures").glob("*_bandwidth_order.png"))
     lines += [f"- [{f}](figures/{f})" for f in extra]
     text = "\n".join(lines) + "\n"
-    from ..data.image_io import atomic_write
-
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(out / "report.md", text)
     return out / "report.md"

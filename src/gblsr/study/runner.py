@@ -15,7 +15,6 @@ Resumable at every level:
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sys
 import time
@@ -26,9 +25,10 @@ from typing import Any
 import torch
 
 from .config import MethodSpec, StudyConfig, stable_hash
-from .trainer import run_trainer, train_hash, trainer_config
+from .records import is_available, method_hash, read_json, write_json
+from .trainer import run_trainer, trainer_config
 
-__all__ = ["run_study", "StudySummary", "method_hash", "is_available", "resolve_device"]
+__all__ = ["run_study", "StudySummary", "resolve_device"]
 
 
 @dataclass
@@ -50,41 +50,6 @@ def resolve_device(spec: str) -> torch.device:
     from ..training.distributed import resolve_device as _resolve
 
     return _resolve(spec)
-
-
-def is_available(cfg: StudyConfig, m: MethodSpec) -> str | None:
-    """None when the method can be built here, else the one-line reason."""
-    if cfg.kind == "native":
-        return None
-    from ..registry import available
-
-    known = available("model")
-    if m.model not in known:
-        return f"model {m.model!r} is not in this gblsr (known: {', '.join(known)})"
-    return None
-
-
-def method_hash(cfg: StudyConfig, m: MethodSpec) -> str:
-    """What a method's result depends on: its training recipe, the scoring and the crops."""
-    tc = trainer_config(cfg, m)
-    return stable_hash(
-        {"train": train_hash(tc), "kind": cfg.kind, "eval": cfg.eval, "visual": cfg.visual}
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from ..data.image_io import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _save_png(path: Path, img: torch.Tensor) -> None:
@@ -204,7 +169,7 @@ def _run_method(cfg: StudyConfig, m: MethodSpec, out: Path, device, progress: bo
             (out / "figures").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(fig, out / "figures" / f"{m.name}_bandwidth_order.png")
     res["score_seconds"] = round(time.time() - t1, 2)
-    _write_json(out / "methods" / f"{m.name}.json", res)
+    write_json(out / "methods" / f"{m.name}.json", res)
     return res
 
 
@@ -216,12 +181,12 @@ def _bicubic(cfg: StudyConfig, out: Path, progress: bool) -> dict | None:
 
     path = out / "methods" / "bicubic.json"
     h = stable_hash({"eval": cfg.eval})
-    old = _read_json(path)
+    old = read_json(path)
     if old and old.get("config_hash") == h:
         return old
     res = {"method": "bicubic", "config_hash": h, "n_params": 0}
     res["rows"] = score_sr(get_baseline("bicubic"), cfg, progress, "bicubic")
-    _write_json(path, res)
+    write_json(path, res)
     return res
 
 
@@ -254,7 +219,7 @@ def _time_all(cfg: StudyConfig, out: Path, results: dict[str, dict], device, pro
     path = out / "timing.json"
     hashes = {k: v["config_hash"] for k, v in results.items()}
     h = stable_hash({"timing": cfg.timing, "methods": hashes, "device": str(device)})
-    old = _read_json(path)
+    old = read_json(path)
     if old and old.get("config_hash") == h:
         return old
     t0 = time.time()
@@ -273,7 +238,7 @@ def _time_all(cfg: StudyConfig, out: Path, results: dict[str, dict], device, pro
         "seconds": round(time.time() - t0, 2),
         "methods": timed,
     }
-    _write_json(path, doc)
+    write_json(path, doc)
     return doc
 
 
@@ -318,7 +283,7 @@ def run_study(
                 summary.status[m.name] = "unavailable"
                 _say(f"[{i}/{n}] {m.name}: skipped, {why}")
                 continue
-            old = _read_json(out / "methods" / f"{m.name}.json")
+            old = read_json(out / "methods" / f"{m.name}.json")
             if old and old.get("config_hash") == method_hash(cfg, m):
                 results[m.name] = old
                 summary.status[m.name] = "skipped"
