@@ -39,7 +39,7 @@ def versions() -> dict[str, Any]:
     import numpy
 
     from .._version import __version__
-    from ..training.native import git_commit
+    from ..runtime import git_commit
 
     return {
         "gblsr": __version__,

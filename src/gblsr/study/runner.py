@@ -47,7 +47,7 @@ def _say(text: str) -> None:
 
 
 def resolve_device(spec: str) -> torch.device:
-    from ..training.distributed import resolve_device as _resolve
+    from ..runtime import resolve_device as _resolve
 
     return _resolve(spec)
 
