@@ -106,7 +106,7 @@ def _passive_openmp() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..training.engine import TrainingDivergedError
+    from ..training import TrainingDivergedError
 
     if argv is None:
         _passive_openmp()

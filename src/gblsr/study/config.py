@@ -396,8 +396,7 @@ def study_config_from_dict(d: dict[str, Any], source: str = "") -> StudyConfig:
 
 def load_study_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """Read, override (``section.key=value``) and validate a study YAML."""
-    from ..training.config import load_config
-    from ..training.sr import apply_overrides
+    from ..training import apply_overrides, load_config
 
     d = apply_overrides(load_config(path), overrides or [])
     return study_config_from_dict(d, source=str(path))

@@ -144,11 +144,10 @@ def run_trainer(trainer_cfg: dict[str, Any], resume: bool = True) -> dict[str, A
     and, for native runs, the experiment dict (``train_curve``, ``adaptivity_final``, ...).
     """
     if trainer_cfg.get("kind") == "sr":
-        from ..training.sr import sr_config_from_dict, train_sr
+        from ..training import sr_config_from_dict, train_sr
 
         return train_sr(sr_config_from_dict(trainer_cfg), resume=resume)
-    from ..training.config import RunConfig
-    from ..training.native import train_one
+    from ..training import RunConfig, train_one
 
     rc = RunConfig.from_dict(trainer_cfg, where="study native arm")
     return train_one(rc, resume=resume, slug=Path(rc.run_dir).name)
