@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cmsr": ("gblsr.cli.cmsr", "build CMSR tables for an LM-LIIF / LM-LTE checkpoint"),
     "measure-latency": ("gblsr.cli.latency", "time a model under the latency protocol"),
     "view": ("gblsr.cli.view", "deep-zoom web viewer: render any region at any magnification"),
+    "study": ("gblsr.cli.study", "train, score and time every method of a study; one report"),
 }
 
 
