@@ -316,6 +316,8 @@ def write_decoded(
     if fmt == "PNG":
         try:
             write_png_streamed(target, W, H, channels, rows_uint8(), compress_level)
+        except UserInputError:
+            raise
         except OSError as e:
             raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
         return H, W
@@ -343,6 +345,8 @@ def write_decoded(
     img = Image.fromarray(arr, mode)
     try:
         atomic_write(target, lambda tmp: img.save(tmp, format=fmt))
+    except UserInputError:
+        raise
     except OSError as e:
         raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
     return H, W
