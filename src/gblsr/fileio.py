@@ -7,8 +7,8 @@ less the umask), not the 0600 of a private temporary file.
 
 Failures the user can fix (a full disk, a read-only or missing folder, a target that is a
 directory, no permission) become one :class:`~gblsr.errors.OutputError` (a UserInputError)
-naming the user's path, never the hidden temporary one. On any exception, and on SIGINT / SIGTERM, the temporary
-file is removed and an existing target is left untouched.
+naming the user's path, never the hidden temporary one. On any exception, and on SIGINT /
+SIGTERM, the temporary file is removed and an existing target is left untouched.
 """
 
 from __future__ import annotations
