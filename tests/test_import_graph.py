@@ -113,7 +113,10 @@ LAYERS = [
     ("registry", ("gblsr.registry",)),
     ("methods", ("gblsr.models", "gblsr.encoders", "gblsr.asr", "gblsr.peers")),
     ("checkpoint", ("gblsr.checkpoint",)),
-    ("inference and evaluation", ("gblsr.inference", "gblsr.evaluation", "gblsr.latency")),
+    (
+        "inference and evaluation",
+        ("gblsr.inference", "gblsr.feasibility", "gblsr.evaluation", "gblsr.latency"),
+    ),
     ("training", ("gblsr.training",)),
     ("cli", ("gblsr.cli", "gblsr.__main__")),
 ]

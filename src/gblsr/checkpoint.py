@@ -263,8 +263,10 @@ class _Budget:
     SLACK_ELEMENTS = 1 << 22
 
     def __init__(self, state_dict: dict[str, torch.Tensor]):
-        self.max_tensors = len(state_dict) + self.SLACK_TENSORS
-        self.max_elements = sum(t.numel() for t in state_dict.values()) + self.SLACK_ELEMENTS
+        self.file_tensors = len(state_dict)
+        self.file_elements = sum(t.numel() for t in state_dict.values())
+        self.max_tensors = self.file_tensors + self.SLACK_TENSORS
+        self.max_elements = self.file_elements + self.SLACK_ELEMENTS
 
     def _seen(self, t: torch.Tensor | None) -> None:
         if t is None:
@@ -272,9 +274,13 @@ class _Budget:
         self.tensors += 1
         self.elements += t.numel()
         if self.tensors > self.max_tensors:
-            raise _TooBig(f"over {self.tensors - self.SLACK_TENSORS} tensors")
+            raise _TooBig(
+                f"more than {self.tensors - 1} tensors; the file holds {self.file_tensors}"
+            )
         if self.elements > self.max_elements:
-            raise _TooBig(f"over {self.elements - self.SLACK_ELEMENTS:,} weights")
+            raise _TooBig(
+                f"at least {self.elements:,} weights; the file holds {self.file_elements:,}"
+            )
 
     def __enter__(self):
         from torch.nn.modules import module as m

@@ -29,6 +29,7 @@ from ._version import __version__
 from .checkpoint import model_identity
 from .data.image_io import ImageData, to_uint8
 from .errors import CheckpointError, UserInputError
+from .feasibility import MIN_TILE_BYTES, check_image_output, reserved_bytes
 from .fileio import atomic_write
 from .representation import SRModel
 
@@ -198,15 +199,17 @@ def _render_sr(
     return rep.render(*size, max_pixels=tile, max_memory=_budget(rep, max_memory, tile))[0]
 
 
-def _budget(rep, max_memory: int | None, tile: int | None) -> int | None:
+def _budget(rep, max_memory: int | None, tile: int | None, reserve: int = 0) -> int | None:
     """Transient bytes per band: a quarter of --max-memory is left to the band's conversion to
-    8 bits and its compression, and bands are no bigger than render fastest on the device."""
+    8 bits and its compression, ``reserve`` bytes to planning and band assembly (see
+    :func:`gblsr.feasibility.reserved_bytes`), and bands are no bigger than render fastest on
+    the device."""
     from .asr.tiling import preferred_tile_budget
 
     if max_memory is None and tile is not None:
         return None
-    cap = (3 * (max_memory if max_memory is not None else DEFAULT_MAX_MEMORY)) // 4
-    return min(cap, preferred_tile_budget(rep.device))
+    cap = (3 * (max_memory if max_memory is not None else DEFAULT_MAX_MEMORY)) // 4 - reserve
+    return max(MIN_TILE_BYTES, min(cap, preferred_tile_budget(rep.device)))
 
 
 def parse_bytes(text: str) -> int:
@@ -235,6 +238,7 @@ def render_bands(
     *,
     max_memory: int | None = None,
     tile: int | None = None,
+    reserve: int = 0,
 ):
     """Render an encoded image as bands of full rows: returns ((H, W), iterator of
     (top, rgb (3, rows, W) float in [0, 1] on the CPU)).
@@ -250,7 +254,7 @@ def render_bands(
         return (h, w), iter([(0, rgb)])
     out_hw = output_size(h, w, scale, size)
     rep = _representation(model, enc)
-    budget = _budget(rep, max_memory, tile)
+    budget = _budget(rep, max_memory, tile, reserve)
 
     def bands():
         with torch.no_grad():
@@ -262,10 +266,6 @@ def render_bands(
 
 def _mib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-# Formats Pillow writes whose side length is limited (pixels).
-_FORMAT_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 
 
 def write_decoded(
@@ -297,11 +297,32 @@ def write_decoded(
         raise ImageError(f"unknown image extension {target.suffix!r} for output {target}")
     if tile is not None and tile < 1:
         raise UserInputError(f"--tile must be a positive number of pixels, got {tile}")
-    (H, W), bands = render_bands(
-        model, enc, scale=scale, size=size, max_memory=max_memory, tile=tile
-    )
     keep_alpha = enc.alpha is not None and fmt in ("PNG", "WEBP", "TIFF")
     channels = 4 if keep_alpha else 3
+    # Refuse what cannot be written before any work (see gblsr.feasibility).
+    sr = enc.task == "sr"
+    H, W = output_size(*enc.input_size, scale, size) if sr else enc.input_size
+    check_image_output(
+        H,
+        W,
+        fmt=fmt,
+        channels=channels,
+        alpha=keep_alpha,
+        max_memory=max_memory if max_memory is not None else DEFAULT_MAX_MEMORY,
+        path=target,
+        input_size=enc.input_size,
+        scale=scale,
+        rendered=sr,
+    )
+    (H, W), bands = render_bands(
+        model,
+        enc,
+        scale=scale,
+        size=size,
+        max_memory=max_memory,
+        tile=tile,
+        reserve=reserved_bytes(H, W, keep_alpha),
+    )
     alpha8 = to_uint8(resize_alpha(enc.alpha, (H, W)))[0] if keep_alpha else None
 
     def rows_uint8():
@@ -322,11 +343,6 @@ def write_decoded(
             raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
         return H, W
 
-    limit = _FORMAT_MAX_SIDE.get(fmt)
-    if limit is not None and max(H, W) > limit:
-        raise UserInputError(
-            f"{fmt} images are limited to {limit} pixels per side; {H}x{W} needs a .png output"
-        )
     nbytes = H * W * channels
     budget = max_memory if max_memory is not None else 4 * DEFAULT_MAX_MEMORY
     if nbytes > budget:
