@@ -419,6 +419,8 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
     except (KeyError, ValueError):
         raise CheckpointError(f"damaged metadata in feature blob {name}") from None
     alpha = tensors.get("alpha")
+    raw_state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    _check_blob(model, raw_state, size, meta.get("task", ""), alpha, name)
     return EncodedImage(
         state=state,
         input_size=size,
@@ -427,3 +429,71 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
         alpha=None if alpha is None else alpha.float() / 255.0,
         meta=meta,
     )
+
+
+# Probe input for checking a blob's tensors against what the model's encoder makes.
+_PROBE = (16, 24)
+
+
+def _check_blob(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    size: tuple[int, int],
+    task: str,
+    alpha: torch.Tensor | None,
+    name: str,
+) -> None:
+    """A feature blob's metadata, tensors and model checked against each other before use:
+    the task, the claimed input size, the state tensors' names, dtypes, channels and spatial
+    sizes (against the model's own encoding of a small probe image), the alpha plane."""
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"damaged feature blob {name}: {why}")
+
+    h, w = size
+    if not (1 <= h <= 1 << 20 and 1 <= w <= 1 << 20):
+        raise bad(f"input size {h}x{w} is out of range")
+    own_task = getattr(model, "task", None)
+    if task != own_task:
+        raise bad(f"task {task!r}, but the model's is {own_task!r}")
+    for k, v in state.items():
+        if not v.is_floating_point():
+            raise bad(f"state.{k} has dtype {v.dtype}, not floating point")
+    if alpha is not None and (alpha.dtype != torch.uint8 or tuple(alpha.shape) != (1, h, w)):
+        raise bad(
+            f"alpha is {tuple(alpha.shape)} {alpha.dtype}, expected (1, {h}, {w}) uint8 for the "
+            f"claimed {h}x{w} input"
+        )
+    if not isinstance(model, SRModel):
+        feat = state.get("features")
+        if feat is None or feat.dim() != 4 or feat.shape[0] != 1:
+            raise bad("a native blob holds one (1, D, nH, nW) features tensor")
+        if feat.shape[2] > h or feat.shape[3] > w:
+            raise bad(f"features {tuple(feat.shape)} exceed the claimed {h}x{w} input")
+        return
+    ph, pw = _PROBE
+    with torch.no_grad():
+        probe = model.encode_state(torch.zeros(1, 3, ph, pw, device=_device_of(model)))
+    if set(probe) != set(state):
+        raise bad(f"holds {sorted(state)}, the model encodes {sorted(probe)}")
+    for k, ref in probe.items():
+        got = state[k]
+        shape = f"state.{k} {tuple(got.shape)}"
+        if got.dim() != ref.dim():
+            raise bad(f"{shape} has {got.dim()} dimensions, the model makes {ref.dim()}")
+        if ref.dim() < 3:
+            if got.shape != ref.shape:
+                raise bad(f"{shape}, the model makes {tuple(ref.shape)}")
+            continue
+        if tuple(got.shape[:-2]) != tuple(ref.shape[:-2]):
+            raise bad(f"{shape}: the model makes {tuple(ref.shape[:-2])} leading (channels)")
+        # Spatial sizes scale with the input as in the probe (to within rounding and padding).
+        for n_in, n_probe, n_ref, n_got in zip(
+            (h, w), (ph, pw), ref.shape[-2:], got.shape[-2:], strict=True
+        ):
+            expect = n_in * n_ref / n_probe
+            if abs(n_got - expect) > max(2.0, n_ref / n_probe * 2):
+                raise bad(
+                    f"{shape} does not fit the claimed {h}x{w} input (expected about "
+                    f"{round(expect)} for this axis)"
+                )
