@@ -40,7 +40,13 @@ from .sr_config import (
     lr_multiplier,
     sr_config_from_dict,
 )
-from .state import CheckpointManager, check_fresh_start, clear_run_files, write_json_atomic
+from .state import (
+    CheckpointManager,
+    check_fresh_start,
+    clear_run_files,
+    undo_failed_start,
+    write_json_atomic,
+)
 
 __all__ = [
     "SRTrainConfig",
@@ -139,7 +145,8 @@ def train_sr(
                 return info
     ctx = init_distributed(cfg.device)
     try:
-        return _train_sr(cfg, ctx, resume, console, overwrite)
+        with undo_failed_start(run_dir, resume=resume, overwrite=overwrite):
+            return _train_sr(cfg, ctx, resume, console, overwrite)
     finally:
         shutdown_distributed(ctx)
 
