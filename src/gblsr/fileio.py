@@ -33,6 +33,7 @@ __all__ = [
     "raise_on_signal",
     "output_error",
     "check_output_path",
+    "check_output_dir",
 ]
 
 # errno -> the words of the one-line message.
@@ -101,6 +102,27 @@ def check_output_path(path: str | os.PathLike) -> Path:
             ro = False
         why = "the file system is read-only" if ro else f"no permission to write in {folder}"
         raise OutputError(f"cannot write {target}: {why}")
+    return target
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output folder that cannot be made or written: the nearest
+    existing part of the path must be a writable folder. Returns the path."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"cannot write into {target}: it is a file, not a folder")
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot make the folder {target}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        try:
+            ro = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            ro = False
+        why = "the file system is read-only" if ro else f"no permission to write in {probe}"
+        raise OutputError(f"cannot write into {target}: {why}")
     return target
 
 

@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 
 from ..errors import UserInputError
-from ._common import add_device_arg, positive_int, resolve_device, run_main
+from ._common import (
+    ArgumentParser,
+    add_device_arg,
+    positive_float,
+    positive_int,
+    resolve_device,
+    run_main,
+)
 
 PROG = "gblsr-cmsr"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -27,7 +34,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".
 def build_parser() -> argparse.ArgumentParser:
     from ..peers.cmsr import DEFAULT_MSE_THRESHOLD
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(  # mistakes become one line (UserInputError), not usage + error
         prog=PROG,
         description="Build CMSR scale-to-modulation tables (LMF's init_cmsr.py) for an LM-LIIF "
         "or LM-LTE checkpoint.",
@@ -46,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="YAML file to write (updated if it exists)")
     p.add_argument(
         "--mse-threshold",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MSE_THRESHOLD,
         help=f"MSE bound in the [-1, 1] range (default {DEFAULT_MSE_THRESHOLD:g})",
     )
-    p.add_argument("--trained-scale", type=float, default=4, help="largest training scale (4)")
+    p.add_argument(
+        "--trained-scale", type=positive_float, default=4, help="largest training scale (4)"
+    )
     p.add_argument("--max-images", type=positive_int, help="use the first N images of each folder")
     add_device_arg(p)
     return p
@@ -70,11 +79,13 @@ def _images(folders: list[str], max_images: int | None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         from ..checkpoint import load_model
         from ..data.image_io import read_rgb_uint8
+        from ..fileio import check_output_path
         from ..peers.cmsr import build_table, load_tables, save_tables
 
         if not args.mse_threshold > 0:
@@ -86,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{model.registry_name} has no latent modulations; CMSR is for lmliif / lmlte"
             )
         files = _images(args.data, args.max_images)
-        out = Path(args.out)
+        out = check_output_path(args.out)
         tables = load_tables(out) if out.exists() else {}
         for scale in args.scale:
             images = (read_rgb_uint8(p) for p in files)
