@@ -48,6 +48,7 @@ ALPHA_BYTES_PER_PIXEL = 9
 MIN_TILE_BYTES = 64 << 10
 # Deflate's best ratio is about 1032:1: no PNG (or other compressed file) is smaller.
 _BEST_COMPRESSION = 1032
+_HEADER_BYTES = 64  # signature and header chunks of even the smallest image file
 _UNCOMPRESSED = {"BMP", "PPM", "TIFF", "TGA", "SGI", "PCX", "DIB"}
 
 
@@ -62,7 +63,7 @@ def reserved_bytes(H: int, W: int, alpha: bool = False) -> int:
 def min_file_bytes(H: int, W: int, channels: int, fmt: str) -> int:
     """The smallest file an H x W image can be in ``fmt``."""
     raw = H * (W * channels + 1)
-    return raw if fmt in _UNCOMPRESSED else raw // _BEST_COMPRESSION
+    return _HEADER_BYTES + (raw if fmt in _UNCOMPRESSED else raw // _BEST_COMPRESSION)
 
 
 def _size(n: int) -> str:
