@@ -65,7 +65,7 @@ def run(name: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _handler)
     try:
-        if name == "train":
+        if name == "train" or (name == "gblsr" and sys.argv[1:2] == ["train"]):
             _passive_openmp()
         code = importlib.import_module(module).main()
     except KeyboardInterrupt as e:
