@@ -478,3 +478,17 @@ def test_failure_in_a_folder_with_an_earlier_run_deletes_nothing(tmp_path, files
     code, err = call(train.main, ["--config", str(tmp_path / "c.yaml")], capsys)
     assert_one_line_error(code, err, "already holds a training run")
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt", "run.json"]
+
+
+def test_failed_native_experiment_start_leaves_nothing(tmp_path, capsys):
+    from test_train_native import tiny_experiment
+
+    (tmp_path / "empty").mkdir()
+    cfg = tiny_experiment(tmp_path / "runs")
+    cfg["arms"], cfg["seeds"] = cfg["arms"][:1], [0]
+    cfg["base"]["data"]["image_dirs"] = [str(tmp_path / "empty")]
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfg))
+    code, err = call(train.main, ["--config", str(tmp_path / "e.yaml")], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert "no images" in err.strip().splitlines()[-1]  # after the run's "=== ... ===" header
+    assert not (tmp_path / "runs").exists()
