@@ -104,12 +104,15 @@ def check_image_output(
         if limit is not None and max(h, w) > limit:
             return f"{fmt} images are limited to {limit} pixels a side"
         # The renderer keeps a quarter of the budget for each band's conversion and compression;
-        # formats other than PNG are also assembled whole (checked by the writer, which says so).
+        # formats other than PNG are also assembled whole before they are encoded.
         need = reserved_bytes(h, w, alpha) + MIN_TILE_BYTES
+        if fmt != "PNG":
+            need += h * w * channels
         if rendered and need > (3 * max_memory) // 4:
             return (
                 f"it needs at least {_size(need * 4 // 3)} of working memory, over the "
                 f"{_size(max_memory)} of --max-memory"
+                + ("" if fmt == "PNG" else " (it is assembled whole; a .png is streamed)")
             )
         if free is not None and min_file_bytes(h, w, channels, fmt) > free:
             return (

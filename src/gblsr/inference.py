@@ -321,7 +321,7 @@ def write_decoded(
         size=size,
         max_memory=max_memory,
         tile=tile,
-        reserve=reserved_bytes(H, W, keep_alpha),
+        reserve=reserved_bytes(H, W, keep_alpha) + (0 if fmt == "PNG" else H * W * channels),
     )
     alpha8 = to_uint8(resize_alpha(enc.alpha, (H, W)))[0] if keep_alpha else None
 
