@@ -437,6 +437,9 @@ TRAIN_MISTAKES = {
     "unknown model": ({"set": ["model.name=nosuch"]}, "unknown model"),
     "bad yaml type": ({"set": ["train.batch_size=abc"]}, "batch_size"),
     "nan epochs": ({"set": ["train.epochs=.nan"]}, "epochs"),
+    "data folders a number": ({"set": ["data.image_dirs=5"]}, "data.image_dirs"),
+    "zero width": ({"set": ["model.args.encoder_cfg.num_features=0"]}, "empty layer"),
+    "nan width": ({"set": ["model.args.encoder_cfg.num_features=.nan"]}, "not a usable number"),
 }
 
 

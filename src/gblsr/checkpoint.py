@@ -27,6 +27,7 @@ import json
 import math
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,9 @@ def build_from_state_dict(
 
 
 def _construct(cls, config: dict[str, Any]) -> nn.Module:
-    return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    with warnings.catch_warnings():  # torch's notes on odd configs: the checks below decide
+        warnings.simplefilter("ignore", UserWarning)
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
 
 
 # Bounds on what a stored model config may hold: widths, depths and sizes are far below these
