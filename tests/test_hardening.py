@@ -267,13 +267,13 @@ def test_the_largest_scale_offered_fits(tmp_path, files, capsys):
 
 
 def test_measure_latency_huge_size(files, capsys):
-    for size in ("99999x99999", "3000000x3000000"):
+    for size, needle in (("99999x99999", "largest input"), ("3000000x3000000", "out of range")):
         code, err = call(
             latency.main,
             ["--checkpoint", str(files["ckpt"]), "--size", size, "--device", "cpu"],
             capsys,
         )
-        assert_one_line_error(code, err, size)
+        assert_one_line_error(code, err, size, needle)
 
 
 # ---------------------------------------------------------------------------- crafted files

@@ -185,12 +185,22 @@ def available_memory(device) -> int | None:
     return None
 
 
-def check_tensor_memory(what: str, nbytes: int, device, hint: str = "") -> None:
+def check_tensor_memory(
+    what: str, nbytes: int, device, hint: str = "", size: tuple[int, int] | None = None
+) -> None:
     """Refuse, before allocating, tensors of ``nbytes`` that cannot fit ``device``'s free
-    memory."""
+    memory. ``size`` (h, w): the input whose area ``nbytes`` grows with; the line then names
+    the largest input of that shape that fits."""
     free = available_memory(device)
-    if free is not None and nbytes > free:
-        raise UserInputError(
-            f"{what} needs {_size(nbytes)}, over the {_size(free)} free on {device}"
-            + (f"; {hint}" if hint else "")
+    if free is None or nbytes <= free:
+        return
+    if size is not None:
+        f = math.sqrt(free / nbytes)
+        h, w = max(1, math.floor(f * size[0])), max(1, math.floor(f * size[1]))
+        hint = f"the largest input of this shape that fits is {h}x{w}" + (
+            f"; {hint}" if hint else ""
         )
+    raise UserInputError(
+        f"{what} needs {_size(nbytes)}, over the {_size(free)} free on {device}"
+        + (f"; {hint}" if hint else "")
+    )

@@ -49,7 +49,7 @@ def _check_fits(h: int, w: int, batch: int, scale: float | None, device: torch.d
     if h > 1 << 20 or w > 1 << 20:
         raise UserInputError(f"input size {h}x{w} is out of range (at most 1048576 a side)")
     inp = 4 * batch * 3 * h * w
-    check_tensor_memory(f"a {batch}x3x{h}x{w} input", inp, "cpu", "use a smaller --size")
+    check_tensor_memory(f"a {batch}x3x{h}x{w} input", inp, "cpu", size=(h, w))
     if scale is not None:
         H, W = round(scale * h), round(scale * w)
         need = inp + 4 * batch * 3 * H * W  # predict_full returns the whole output
@@ -57,7 +57,8 @@ def _check_fits(h: int, w: int, batch: int, scale: float | None, device: torch.d
             f"a {H}x{W} output (with its {h}x{w} input)",
             need,
             device,
-            "use a smaller --size or --scale",
+            "or use a smaller --scale",
+            size=(h, w),
         )
 
 
