@@ -495,3 +495,36 @@ def test_failed_native_experiment_start_leaves_nothing(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err, err
     assert "no images" in err.strip().splitlines()[-1]  # after the run's "=== ... ===" header
     assert not (tmp_path / "runs").exists()
+
+
+class _ItemProbe(torch.nn.Module):
+    """A constructor that computes with a tensor (cannot run on the meta device)."""
+
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.rate = float(torch.linspace(0, 1, 3)[1].item())
+        self.lin = torch.nn.Linear(width, width)
+
+    def get_config(self) -> dict:
+        return {"width": self.lin.in_features}
+
+    @classmethod
+    def from_config(cls, cfg: dict):
+        return cls(**cfg)
+
+
+def test_constructors_that_cannot_run_on_meta_still_load_and_are_still_bounded(tmp_path):
+    from gblsr.registry import register
+
+    register("model", "_hardening_item_probe")(_ItemProbe)
+    m = _ItemProbe()
+    p = gblsr.save_model(m, tmp_path / "m.safetensors")
+    assert torch.equal(gblsr.load_model(p).lin.weight, m.lin.weight)
+    with safe_open(str(p), "pt") as f:
+        meta, sd = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    big = tmp_path / "big.safetensors"
+    save_file(sd, str(big), metadata={**meta, "config": json.dumps({"width": 100000})})
+    # Stopped when the 40 GB weight registers (before it is filled), or when the allocator
+    # refuses it outright: either way one line, and no memory touched.
+    with pytest.raises(CheckpointError, match="larger model than the weights|can't allocate"):
+        gblsr.load_model(big)

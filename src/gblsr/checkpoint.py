@@ -179,22 +179,28 @@ def build_from_state_dict(
     cls = lookup("model", arch)
     check_config(config, f"{arch} config{_src(source)}")
     budget = _Budget(state_dict)
+    too_big = (
+        f"the {arch} config{_src(source)} describes a larger model than the weights in the "
+        "file ({}); the file is damaged or was not written for this config"
+    )
     try:
         with budget, torch.device("meta"):
             meta = _construct(cls, config)
     except _TooBig as e:
-        raise CheckpointError(
-            f"the {arch} config{_src(source)} describes a larger model than the weights in the "
-            f"file ({e}); the file is damaged or was not written for this config"
-        ) from None
-    except Exception as e:  # any constructor error is the config's fault
-        raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
-    _check_fit(meta, state_dict, source)
-    del meta
+        raise CheckpointError(too_big.format(e)) from None
+    except Exception:
+        # A constructor that computes with its tensors (e.g. .item()) cannot run on the meta
+        # device; the build below, still within the file's budget, decides.
+        meta = None
+    if meta is not None:
+        _check_fit(meta, state_dict, source)
+        del meta
     try:
         with budget:
             model = _construct(cls, config)
-    except Exception as e:
+    except _TooBig as e:
+        raise CheckpointError(too_big.format(e)) from None
+    except Exception as e:  # any constructor error is the config's fault
         raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
     _load_strict(model, state_dict, source)
     return model
