@@ -526,5 +526,5 @@ def test_constructors_that_cannot_run_on_meta_still_load_and_are_still_bounded(t
     save_file(sd, str(big), metadata={**meta, "config": json.dumps({"width": 100000})})
     # Stopped when the 40 GB weight registers (before it is filled), or when the allocator
     # refuses it outright: either way one line, and no memory touched.
-    with pytest.raises(CheckpointError, match="larger model than the weights|can't allocate"):
+    with pytest.raises(CheckpointError, match="larger model than the weights"):
         gblsr.load_model(big)

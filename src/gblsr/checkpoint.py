@@ -200,6 +200,10 @@ def build_from_state_dict(
             model = _construct(cls, config)
     except _TooBig as e:
         raise CheckpointError(too_big.format(e)) from None
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or "allocate" in str(e):
+            raise CheckpointError(too_big.format("a weight too large to allocate")) from None
+        raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
     except Exception as e:  # any constructor error is the config's fault
         raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
     _load_strict(model, state_dict, source)
