@@ -26,13 +26,15 @@ import gblsr
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
-# The console script's body (gblsr_entry installs the handlers, then imports the command). The
-# handlers are installed once more before "ready" so that the test knows when to signal: from
-# then on the command's imports (seconds) are running.
+# The console script's body. It says "ready" from inside gblsr_entry.run, after the handlers are
+# installed and just before the command's imports (seconds) start, so the test knows when to
+# signal.
 CHILD = (
-    "import signal, sys, gblsr_entry\n"
-    "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, gblsr_entry._handler)\n"
-    "print('ready', flush=True)\n"
+    "import importlib, sys, types, gblsr_entry\n"
+    "def announce(name):\n"
+    "    print('ready', flush=True)\n"
+    "    return importlib.import_module(name)\n"
+    "gblsr_entry.importlib = types.SimpleNamespace(import_module=announce)\n"
     "sys.exit(gblsr_entry.reconstruct())\n"
 )
 

@@ -62,9 +62,10 @@ def run(name: str) -> int:
     """Install the signal handlers, import the command ``name`` (a key of :data:`MODULES`)
     and run it; returns its exit code."""
     prog, module = MODULES[name]
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _handler)
     try:
+        # Inside the try: a signal right after its handler is installed is caught below too.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _handler)
         if name == "train" or (name == "gblsr" and sys.argv[1:2] == ["train"]):
             _passive_openmp()
         code = importlib.import_module(module).main()
