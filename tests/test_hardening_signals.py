@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
 
 def _start(setup, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = ["--checkpoint", str(setup["ckpt"]), "--input", str(setup["img"]), "--scale", "8"]
+    argv = ["--checkpoint", str(setup["ckpt"]), "--input", str(setup["img"]), "--scale", "16"]
     argv += ["--tile", "2048", "--device", "cpu", "--output", str(out)]
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, *argv],
