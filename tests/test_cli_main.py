@@ -26,9 +26,13 @@ def test_help_lists_every_subcommand(capsys):
 
 
 def test_every_gblsr_script_is_a_subcommand_and_vice_versa():
-    scripts = _scripts()
-    assert scripts.pop("gblsr") == "gblsr.cli.main:main"
-    as_commands = {k.removeprefix("gblsr-"): v.split(":")[0] for k, v in scripts.items()}
+    from gblsr_entry import MODULES
+
+    # Each script goes through gblsr_entry (signal handlers before the heavy imports).
+    scripts = {k: MODULES[v.removeprefix("gblsr_entry:")] for k, v in _scripts().items()}
+    assert all(prog == script for script, (prog, _) in scripts.items())
+    assert scripts.pop("gblsr")[1] == "gblsr.cli.main"
+    as_commands = {k.removeprefix("gblsr-"): v[1] for k, v in scripts.items()}
     assert as_commands == {name: module for name, (module, _) in COMMANDS.items()}
 
 

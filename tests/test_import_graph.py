@@ -115,7 +115,13 @@ LAYERS = [
     ("checkpoint", ("gblsr.checkpoint",)),
     (
         "inference and evaluation",
-        ("gblsr.inference", "gblsr.evaluation", "gblsr.latency", "gblsr.viewer"),
+        (
+            "gblsr.inference",
+            "gblsr.feasibility",
+            "gblsr.evaluation",
+            "gblsr.latency",
+            "gblsr.viewer",
+        ),
     ),
     ("training", ("gblsr.training",)),
     ("study", ("gblsr.study",)),

@@ -24,8 +24,10 @@ Also accepted, always without unpickling anything:
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "model_identity",
     "register_converter",
     "build_from_state_dict",
+    "check_config",
 ]
 
 FORMAT = "gblsr.model"
@@ -165,22 +168,152 @@ def _one_line(e: BaseException) -> str:
 def build_from_state_dict(
     arch: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str = ""
 ) -> nn.Module:
-    """Build ``arch`` from ``config`` and load ``state_dict`` strictly, with one-line errors."""
+    """Build ``arch`` from ``config`` and load ``state_dict`` strictly, with one-line errors.
+
+    The config is checked before anything is allocated: its values (:func:`check_config`),
+    then the module it describes, built on the meta device (no memory) and stopped as soon as
+    it claims more tensors or elements than the file holds, against the file's tensor names and
+    shapes. Only a config that fits the weights is built for real, so a crafted file costs at
+    most about its own size in memory.
+    """
     cls = lookup("model", arch)
+    check_config(config, f"{arch} config{_src(source)}")
+    budget = _Budget(state_dict)
+    too_big = (
+        f"the {arch} config{_src(source)} describes a larger model than the weights in the "
+        "file ({}); the file is damaged or was not written for this config"
+    )
     try:
-        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
-    except (TypeError, ValueError) as e:
+        with budget, torch.device("meta"):
+            meta = _construct(cls, config)
+    except _TooBig as e:
+        raise CheckpointError(too_big.format(e)) from None
+    except Exception:
+        # A constructor that computes with its tensors (e.g. .item()) cannot run on the meta
+        # device; the build below, still within the file's budget, decides.
+        meta = None
+    if meta is not None:
+        _check_fit(meta, state_dict, source)
+        del meta
+    try:
+        with budget:
+            model = _construct(cls, config)
+    except _TooBig as e:
+        raise CheckpointError(too_big.format(e)) from None
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or "allocate" in str(e):
+            raise CheckpointError(too_big.format("a weight too large to allocate")) from None
+        raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
+    except Exception as e:  # any constructor error is the config's fault
         raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
     _load_strict(model, state_dict, source)
     return model
 
 
-def _src(source: str) -> str:
-    return f" in {source}" if source else ""
+def _construct(cls, config: dict[str, Any]) -> nn.Module:
+    with warnings.catch_warnings():  # torch's notes on odd configs: the checks below decide
+        warnings.simplefilter("ignore", UserWarning)
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
+# Bounds on what a stored model config may hold: widths, depths and sizes are far below these
+# in any real model, and anything beyond them is a damaged or crafted file.
+MAX_CONFIG_INT = 1 << 20
+_MAX_CONFIG_DEPTH = 8
+_MAX_CONFIG_ITEMS = 4096
+
+
+def check_config(config: Any, what: str = "model config") -> None:
+    """Raise CheckpointError unless ``config`` is a JSON-like dict of sane values: strings,
+    booleans, finite numbers, integers within +-MAX_CONFIG_INT, lists and dicts of them, nested
+    at most 8 deep and 4096 values in all."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{what} must be a mapping, got {type(config).__name__}")
+    count = 0
+
+    def walk(v: Any, where: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > _MAX_CONFIG_ITEMS or depth > _MAX_CONFIG_DEPTH:
+            raise CheckpointError(f"{what} is too large or too deeply nested")
+        if v is None or isinstance(v, (bool, str)):
+            if isinstance(v, str) and len(v) > 4096:
+                raise CheckpointError(f"{what}: {where} is an over-long string")
+            return
+        if isinstance(v, int):
+            if abs(v) > MAX_CONFIG_INT:
+                raise CheckpointError(f"{what}: {where} = {v} is out of range")
+            return
+        if isinstance(v, float):
+            if not math.isfinite(v) or abs(v) > 1e12:
+                raise CheckpointError(f"{what}: {where} = {v} is not a usable number")
+            return
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise CheckpointError(f"{what}: key {k!r} of {where} is not a string")
+                walk(x, f"{where}.{k}" if where else k, depth + 1)
+            return
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]", depth + 1)
+            return
+        raise CheckpointError(f"{what}: {where} has an unsupported type {type(v).__name__}")
+
+    walk(config, "", 0)
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Budget:
+    """While active, stop module construction (raise _TooBig) as soon as the parameters and
+    buffers registered exceed what ``state_dict`` holds (plus slack for buffers that are not
+    saved), so that building never costs much more than the file."""
+
+    SLACK_TENSORS = 256
+    SLACK_ELEMENTS = 1 << 22
+
+    def __init__(self, state_dict: dict[str, torch.Tensor]):
+        self.file_tensors = len(state_dict)
+        self.file_elements = sum(t.numel() for t in state_dict.values())
+        self.max_tensors = self.file_tensors + self.SLACK_TENSORS
+        self.max_elements = self.file_elements + self.SLACK_ELEMENTS
+
+    def _seen(self, t: torch.Tensor | None) -> None:
+        if t is None:
+            return
+        self.tensors += 1
+        self.elements += t.numel()
+        if self.tensors > self.max_tensors:
+            raise _TooBig(
+                f"more than {self.tensors - 1} tensors; the file holds {self.file_tensors}"
+            )
+        if self.elements > self.max_elements:
+            raise _TooBig(
+                f"at least {self.elements:,} weights; the file holds {self.file_elements:,}"
+            )
+
+    def __enter__(self):
+        from torch.nn.modules import module as m
+
+        self.tensors = self.elements = 0
+        self.handles = [
+            m.register_module_parameter_registration_hook(lambda mod, n, p: self._seen(p)),
+            m.register_module_buffer_registration_hook(lambda mod, n, b: self._seen(b)),
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+
+def _check_fit(meta: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """The state dict's names and shapes against a (meta) model's, with one-line errors."""
+    own = meta.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [
@@ -197,9 +330,17 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         if shapes:
             parts.append(f"{len(shapes)} with another shape (e.g. {shapes[0]})")
         raise CheckpointError(
-            f"weights{_src(source)} do not fit the {type(model).__name__} architecture: "
+            f"weights{_src(source)} do not fit the {type(meta).__name__} architecture: "
             + "; ".join(parts)
         )
+
+
+def _src(source: str) -> str:
+    return f" in {source}" if source else ""
+
+
+def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    _check_fit(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -230,7 +371,17 @@ def _model_from_config_file(config: str | os.PathLike | dict, arm_index: int) ->
 def _native_from_run_config(rc) -> tuple[str, dict]:
     from .models.run_config import build_model_from_run_config
 
-    model = build_model_from_run_config(rc)
+    # Only the name and config are wanted: build on the meta device (no memory), and stop a
+    # config that would build an absurd number of modules.
+    budget = _Budget({})
+    budget.max_tensors, budget.max_elements = 1 << 16, 1 << 40
+    try:
+        with budget, torch.device("meta"):
+            model = build_model_from_run_config(rc)
+    except _TooBig as e:
+        raise CheckpointError(
+            f"the run config describes an unreasonably large model ({e})"
+        ) from None
     return model.registry_name, model.get_config()
 
 

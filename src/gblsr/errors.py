@@ -7,7 +7,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["GBLSRError", "UserInputError", "CheckpointError", "ImageError"]
+__all__ = ["GBLSRError", "UserInputError", "CheckpointError", "ImageError", "OutputError"]
 
 
 class GBLSRError(Exception):
@@ -24,3 +24,8 @@ class CheckpointError(UserInputError):
 
 class ImageError(UserInputError):
     """An image file cannot be read or written."""
+
+
+class OutputError(UserInputError, OSError):
+    """A file cannot be written because of the user's environment (a full disk, a read-only or
+    missing folder, a target that is a directory); the message names the user's path."""

@@ -29,6 +29,7 @@ from ._version import __version__
 from .checkpoint import model_identity
 from .data.image_io import ImageData, to_uint8
 from .errors import CheckpointError, UserInputError
+from .feasibility import MIN_TILE_BYTES, check_image_output, reserved_bytes
 from .fileio import atomic_write
 from .representation import SRModel
 
@@ -198,15 +199,17 @@ def _render_sr(
     return rep.render(*size, max_pixels=tile, max_memory=_budget(rep, max_memory, tile))[0]
 
 
-def _budget(rep, max_memory: int | None, tile: int | None) -> int | None:
+def _budget(rep, max_memory: int | None, tile: int | None, reserve: int = 0) -> int | None:
     """Transient bytes per band: a quarter of --max-memory is left to the band's conversion to
-    8 bits and its compression, and bands are no bigger than render fastest on the device."""
+    8 bits and its compression, ``reserve`` bytes to planning and band assembly (see
+    :func:`gblsr.feasibility.reserved_bytes`), and bands are no bigger than render fastest on
+    the device."""
     from .asr.tiling import preferred_tile_budget
 
     if max_memory is None and tile is not None:
         return None
-    cap = (3 * (max_memory if max_memory is not None else DEFAULT_MAX_MEMORY)) // 4
-    return min(cap, preferred_tile_budget(rep.device))
+    cap = (3 * (max_memory if max_memory is not None else DEFAULT_MAX_MEMORY)) // 4 - reserve
+    return max(MIN_TILE_BYTES, min(cap, preferred_tile_budget(rep.device)))
 
 
 def parse_bytes(text: str) -> int:
@@ -235,6 +238,7 @@ def render_bands(
     *,
     max_memory: int | None = None,
     tile: int | None = None,
+    reserve: int = 0,
 ):
     """Render an encoded image as bands of full rows: returns ((H, W), iterator of
     (top, rgb (3, rows, W) float in [0, 1] on the CPU)).
@@ -250,7 +254,7 @@ def render_bands(
         return (h, w), iter([(0, rgb)])
     out_hw = output_size(h, w, scale, size)
     rep = _representation(model, enc)
-    budget = _budget(rep, max_memory, tile)
+    budget = _budget(rep, max_memory, tile, reserve)
 
     def bands():
         with torch.no_grad():
@@ -262,10 +266,6 @@ def render_bands(
 
 def _mib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-# Formats Pillow writes whose side length is limited (pixels).
-_FORMAT_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 
 
 def write_decoded(
@@ -297,11 +297,32 @@ def write_decoded(
         raise ImageError(f"unknown image extension {target.suffix!r} for output {target}")
     if tile is not None and tile < 1:
         raise UserInputError(f"--tile must be a positive number of pixels, got {tile}")
-    (H, W), bands = render_bands(
-        model, enc, scale=scale, size=size, max_memory=max_memory, tile=tile
-    )
     keep_alpha = enc.alpha is not None and fmt in ("PNG", "WEBP", "TIFF")
     channels = 4 if keep_alpha else 3
+    # Refuse what cannot be written before any work (see gblsr.feasibility).
+    sr = enc.task == "sr"
+    H, W = output_size(*enc.input_size, scale, size) if sr else enc.input_size
+    check_image_output(
+        H,
+        W,
+        fmt=fmt,
+        channels=channels,
+        alpha=keep_alpha,
+        max_memory=max_memory if max_memory is not None else DEFAULT_MAX_MEMORY,
+        path=target,
+        input_size=enc.input_size,
+        scale=scale,
+        rendered=sr,
+    )
+    (H, W), bands = render_bands(
+        model,
+        enc,
+        scale=scale,
+        size=size,
+        max_memory=max_memory,
+        tile=tile,
+        reserve=reserved_bytes(H, W, keep_alpha) + (0 if fmt == "PNG" else H * W * channels),
+    )
     alpha8 = to_uint8(resize_alpha(enc.alpha, (H, W)))[0] if keep_alpha else None
 
     def rows_uint8():
@@ -316,15 +337,12 @@ def write_decoded(
     if fmt == "PNG":
         try:
             write_png_streamed(target, W, H, channels, rows_uint8(), compress_level)
+        except UserInputError:
+            raise
         except OSError as e:
             raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
         return H, W
 
-    limit = _FORMAT_MAX_SIDE.get(fmt)
-    if limit is not None and max(H, W) > limit:
-        raise UserInputError(
-            f"{fmt} images are limited to {limit} pixels per side; {H}x{W} needs a .png output"
-        )
     nbytes = H * W * channels
     budget = max_memory if max_memory is not None else 4 * DEFAULT_MAX_MEMORY
     if nbytes > budget:
@@ -343,6 +361,8 @@ def write_decoded(
     img = Image.fromarray(arr, mode)
     try:
         atomic_write(target, lambda tmp: img.save(tmp, format=fmt))
+    except UserInputError:
+        raise
     except OSError as e:
         raise ImageError(f"cannot write {target}: {e.strerror or e}") from None
     return H, W
@@ -399,6 +419,8 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
     except (KeyError, ValueError):
         raise CheckpointError(f"damaged metadata in feature blob {name}") from None
     alpha = tensors.get("alpha")
+    raw_state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    _check_blob(model, raw_state, size, meta.get("task", ""), alpha, name)
     return EncodedImage(
         state=state,
         input_size=size,
@@ -407,3 +429,71 @@ def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
         alpha=None if alpha is None else alpha.float() / 255.0,
         meta=meta,
     )
+
+
+# Probe input for checking a blob's tensors against what the model's encoder makes.
+_PROBE = (16, 24)
+
+
+def _check_blob(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    size: tuple[int, int],
+    task: str,
+    alpha: torch.Tensor | None,
+    name: str,
+) -> None:
+    """A feature blob's metadata, tensors and model checked against each other before use:
+    the task, the claimed input size, the state tensors' names, dtypes, channels and spatial
+    sizes (against the model's own encoding of a small probe image), the alpha plane."""
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"damaged feature blob {name}: {why}")
+
+    h, w = size
+    if not (1 <= h <= 1 << 20 and 1 <= w <= 1 << 20):
+        raise bad(f"input size {h}x{w} is out of range")
+    own_task = getattr(model, "task", None)
+    if task != own_task:
+        raise bad(f"task {task!r}, but the model's is {own_task!r}")
+    for k, v in state.items():
+        if not v.is_floating_point():
+            raise bad(f"state.{k} has dtype {v.dtype}, not floating point")
+    if alpha is not None and (alpha.dtype != torch.uint8 or tuple(alpha.shape) != (1, h, w)):
+        raise bad(
+            f"alpha is {tuple(alpha.shape)} {alpha.dtype}, expected (1, {h}, {w}) uint8 for the "
+            f"claimed {h}x{w} input"
+        )
+    if not isinstance(model, SRModel):
+        feat = state.get("features")
+        if feat is None or feat.dim() != 4 or feat.shape[0] != 1:
+            raise bad("a native blob holds one (1, D, nH, nW) features tensor")
+        if feat.shape[2] > h or feat.shape[3] > w:
+            raise bad(f"features {tuple(feat.shape)} exceed the claimed {h}x{w} input")
+        return
+    ph, pw = _PROBE
+    with torch.no_grad():
+        probe = model.encode_state(torch.zeros(1, 3, ph, pw, device=_device_of(model)))
+    if set(probe) != set(state):
+        raise bad(f"holds {sorted(state)}, the model encodes {sorted(probe)}")
+    for k, ref in probe.items():
+        got = state[k]
+        shape = f"state.{k} {tuple(got.shape)}"
+        if got.dim() != ref.dim():
+            raise bad(f"{shape} has {got.dim()} dimensions, the model makes {ref.dim()}")
+        if ref.dim() < 3:
+            if got.shape != ref.shape:
+                raise bad(f"{shape}, the model makes {tuple(ref.shape)}")
+            continue
+        if tuple(got.shape[:-2]) != tuple(ref.shape[:-2]):
+            raise bad(f"{shape}: the model makes {tuple(ref.shape[:-2])} leading (channels)")
+        # Spatial sizes scale with the input as in the probe (to within rounding and padding).
+        for n_in, n_probe, n_ref, n_got in zip(
+            (h, w), (ph, pw), ref.shape[-2:], got.shape[-2:], strict=True
+        ):
+            expect = n_in * n_ref / n_probe
+            if abs(n_got - expect) > max(2.0, n_ref / n_probe * 2):
+                raise bad(
+                    f"{shape} does not fit the claimed {h}x{w} input (expected about "
+                    f"{round(expect)} for this axis)"
+                )

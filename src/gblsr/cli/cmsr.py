@@ -17,7 +17,14 @@ import argparse
 import sys
 
 from ..errors import UserInputError
-from ._common import add_device_arg, positive_int, resolve_device, run_main
+from ._common import (
+    ArgumentParser,
+    add_device_arg,
+    positive_float,
+    positive_int,
+    resolve_device,
+    run_main,
+)
 
 PROG = "gblsr-cmsr"
 
@@ -25,7 +32,7 @@ PROG = "gblsr-cmsr"
 def build_parser() -> argparse.ArgumentParser:
     from ..peers.cmsr import DEFAULT_MSE_THRESHOLD
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(  # mistakes become one line (UserInputError), not usage + error
         prog=PROG,
         description="Build CMSR scale-to-modulation tables (LMF's init_cmsr.py) for an LM-LIIF "
         "or LM-LTE checkpoint.",
@@ -44,21 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="YAML file to write (updated if it exists)")
     p.add_argument(
         "--mse-threshold",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MSE_THRESHOLD,
         help=f"MSE bound in the [-1, 1] range (default {DEFAULT_MSE_THRESHOLD:g})",
     )
-    p.add_argument("--trained-scale", type=float, default=4, help="largest training scale (4)")
+    p.add_argument(
+        "--trained-scale", type=positive_float, default=4, help="largest training scale (4)"
+    )
     p.add_argument("--max-images", type=positive_int, help="use the first N images of each folder")
     add_device_arg(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         from ..checkpoint import load_model
+        from ..fileio import check_output_path
         from ..peers.cmsr import build_table_file
 
         if not args.mse_threshold > 0:
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             args.data,
             args.scale,
-            args.out,
+            check_output_path(args.out),
             mse_threshold=args.mse_threshold,
             trained_scale=args.trained_scale,
             max_images=args.max_images,

@@ -13,7 +13,7 @@ import sys
 
 from ..data.datasets import LR_SOURCES
 from ..errors import UserInputError
-from ..fileio import write_text_atomic
+from ..fileio import check_output_dir, check_output_path, write_text_atomic
 from ._common import (
     ArgumentParser,
     add_device_arg,
@@ -115,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("give either --model or --checkpoint, not both")
         model = args.checkpoint or args.model
         if not model:
-            raise UserInputError("nothing to evaluate: give --model NAME|FILE or --checkpoint FILE")
+            raise UserInputError(
+                "nothing to evaluate: give --model bicubic|bilinear|nearest|FILE or "
+                "--checkpoint FILE"
+            )
+        # Unwritable outputs are refused before the (long) evaluation.
+        if args.out:
+            check_output_dir(args.out)
+        if args.output:
+            check_output_path(args.output)
         with progress_bar(PROG) as tick:
             result = run_evaluation(
                 model,

@@ -17,7 +17,7 @@ import sys
 import torch
 
 from ..errors import UserInputError
-from ..fileio import write_text_atomic
+from ..fileio import check_output_path, write_text_atomic
 from ._common import (
     add_device_arg,
     add_model_args,
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("--compile-mode and --compile-backend need --compile")
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.output:  # refused before the (long) measurement
+            check_output_path(args.output)
         model = load_for_latency(args.checkpoint, args.config, args.arm_index, device)
         h, w = parse_size(args.size) if args.size else (None, None)
         cfg = LatencyConfig(

@@ -28,8 +28,6 @@ import argparse
 import os
 import sys
 
-from ..errors import UserInputError
-
 EXIT_DIVERGED = 3
 
 
@@ -116,24 +114,24 @@ def _passive_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..training.engine import TrainingDivergedError
+    from ._common import run_main
 
     if argv is None:  # the command line, not a call from Python
         _passive_openmp()
-    try:
-        return _main(argv)
-    except TrainingDivergedError as e:
-        print(f"gblsr-train: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except UserInputError as e:
-        print(f"gblsr-train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "gblsr-train: interrupted; continue with gblsr-train --resume RUN_DIR "
-            "(from the newest checkpoint)",
-            file=sys.stderr,
-        )
-        return 130
+
+    def body() -> int:
+        try:
+            return _main(argv)
+        except TrainingDivergedError as e:
+            print(f"gblsr-train: {e}", file=sys.stderr)
+            return EXIT_DIVERGED
+
+    return run_main(
+        "gblsr-train",
+        body,
+        interrupted_hint="; continue with gblsr-train --resume RUN_DIR (from the newest "
+        "checkpoint)",
+    )
 
 
 if __name__ == "__main__":

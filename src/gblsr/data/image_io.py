@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageError
+from ..errors import ImageError, UserInputError
 from ..fileio import atomic_write
 
 __all__ = [
@@ -156,5 +156,7 @@ def write_image(
 
     try:
         return atomic_write(target, _save)
+    except UserInputError:
+        raise
     except OSError as e:
         raise ImageError(f"cannot write {target}: {e.strerror or e}") from None

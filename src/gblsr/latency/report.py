@@ -42,6 +42,26 @@ def _default_input(model: nn.Module) -> tuple[int, int]:
     return n, n
 
 
+def _check_fits(h: int, w: int, batch: int, scale: float | None, device: torch.device) -> None:
+    """Refuse, before allocating, an input (and, for SR, a whole output) that cannot fit."""
+    from ..feasibility import check_tensor_memory
+
+    if h > 1 << 20 or w > 1 << 20:
+        raise UserInputError(f"input size {h}x{w} is out of range (at most 1048576 a side)")
+    inp = 4 * batch * 3 * h * w
+    check_tensor_memory(f"a {batch}x3x{h}x{w} input", inp, "cpu", size=(h, w))
+    if scale is not None:
+        H, W = round(scale * h), round(scale * w)
+        need = inp + 4 * batch * 3 * H * W  # predict_full returns the whole output
+        check_tensor_memory(
+            f"a {H}x{W} output (with its {h}x{w} input)",
+            need,
+            device,
+            "or use a smaller --scale",
+            size=(h, w),
+        )
+
+
 def latency_report(
     model: nn.Module,
     device: torch.device,
@@ -62,6 +82,7 @@ def latency_report(
     dh, dw = _default_input(model)
     h, w = height or dh, width or dw
     sr = isinstance(model, SRModel)
+    _check_fits(h, w, batch, (4.0 if scale is None else scale) if sr else None, device)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, h, w, generator=gen).to(device)
     run, out_hw = None, (h, w)

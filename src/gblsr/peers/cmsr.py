@@ -320,6 +320,9 @@ def build_table(
     {d: 1 for d in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32) if d <= scale}. Returns all tables,
     sorted by key.
     """
+    for name, v in (("mse_threshold", mse_threshold), ("trained_scale", trained_scale)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise UserInputError(f"{name} must be a positive finite number, got {v}")
     from ..data.resize import hr_crop_for_scale, lr_size_for_scale, pil_bicubic
 
     tables = dict(tables or {})

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write, output_error
+
 __all__ = ["Console", "CSVLog", "TensorBoardLog", "Progress", "has_tensorboard"]
 
 
@@ -50,16 +52,29 @@ class CSVLog:
                             kept.append(row)
                     except ValueError:
                         continue
-        self._f = open(self.path, "w", newline="")
+
+        # The kept rows are rewritten atomically (an interrupt here loses nothing), then the
+        # log grows by appending.
+        def rewrite(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                w.writeheader()
+                for row in kept:
+                    w.writerow({k: row.get(k, "") for k in self.fields})
+
+        atomic_write(self.path, rewrite)
+        self._f = open(self.path, "a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=self.fields, extrasaction="ignore")
-        self._w.writeheader()
-        for row in kept:
-            self._w.writerow({k: row.get(k, "") for k in self.fields})
-        self._f.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        self._w.writerow({k: _fmt(row.get(k)) for k in self.fields})
-        self._f.flush()
+        try:
+            self._w.writerow({k: _fmt(row.get(k)) for k in self.fields})
+            self._f.flush()
+        except OSError as e:  # a full disk mid-run: one line naming the log
+            err = output_error(self.path, e)
+            if err is None:
+                raise
+            raise err from None
 
     def close(self) -> None:
         if not self._f.closed:

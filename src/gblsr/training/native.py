@@ -56,6 +56,7 @@ from .state import (
     CheckpointManager,
     check_fresh_start,
     clear_run_files,
+    undo_failed_start,
     write_json_atomic,
 )
 
@@ -228,7 +229,8 @@ def train_one(
         return json.loads(done.read_text())
     ctx = init_distributed(device or rc.device)
     try:
-        return _train_one(rc, ctx, resume, slug, overwrite)
+        with undo_failed_start(run_dir, resume=resume, overwrite=overwrite):
+            return _train_one(rc, ctx, resume, slug, overwrite)
     finally:
         shutdown_distributed(ctx)
 

@@ -116,6 +116,7 @@ def _run_native(
     if not runs:
         raise UserInputError("no (arm, seed) run matches only_arm / only_seed")
     root = Path(cfg["run_root"])
+    new_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     if _rank() == 0 and (not (root / "experiment.yaml").is_file() or not resume):
         write_text_atomic(root / "experiment.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -123,6 +124,13 @@ def _run_native(
     ctx = init_distributed(device or runs[0].device)
     try:
         return _train_native_runs(runs, root, device, resume, overwrite)
+    except BaseException:
+        # A root this start made, left holding only its experiment.yaml (each run undid its
+        # own failed start): remove it too, so the corrected command starts cleanly.
+        if new_root and _rank() == 0 and [p.name for p in root.iterdir()] == ["experiment.yaml"]:
+            (root / "experiment.yaml").unlink()
+            root.rmdir()
+        raise
     finally:
         shutdown_distributed(ctx)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,13 @@ from .sr_config import (
     lr_multiplier,
     sr_config_from_dict,
 )
-from .state import CheckpointManager, check_fresh_start, clear_run_files, write_json_atomic
+from .state import (
+    CheckpointManager,
+    check_fresh_start,
+    clear_run_files,
+    undo_failed_start,
+    write_json_atomic,
+)
 
 __all__ = [
     "SRTrainConfig",
@@ -65,14 +72,27 @@ __all__ = [
 
 
 def _build_model(cfg: SRTrainConfig):
+    from ..checkpoint import check_config
     from ..registry import create_model
 
+    args = cfg.model.args or {}
+    if not isinstance(args, dict):
+        raise UserInputError(f"model.args must be a mapping, got {type(args).__name__}")
+    check_config(args, "model.args")
     try:
-        model = create_model(cfg.model.name, **(cfg.model.args or {}))
-    except (TypeError, ValueError) as e:
-        if isinstance(e, UserInputError):
-            raise
+        with warnings.catch_warnings():  # e.g. torch's note on zero-size layers: refused below
+            warnings.simplefilter("ignore", UserWarning)
+            model = create_model(cfg.model.name, **args)
+    except UserInputError:
+        raise
+    except Exception as e:  # any constructor error is the config's fault
         raise UserInputError(f"cannot build model {cfg.model.name!r}: {e}") from None
+    empty = next((n for n, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:
+        raise UserInputError(
+            f"model.args give {cfg.model.name!r} an empty layer ({empty}); widths and sizes "
+            "must be >= 1"
+        )
     if not isinstance(model, SRModel):
         raise UserInputError(
             f"model {cfg.model.name!r} is not an arbitrary-scale SR model (no predict_full)"
@@ -139,7 +159,8 @@ def train_sr(
                 return info
     ctx = init_distributed(cfg.device)
     try:
-        return _train_sr(cfg, ctx, resume, console, overwrite)
+        with undo_failed_start(run_dir, resume=resume, overwrite=overwrite):
+            return _train_sr(cfg, ctx, resume, console, overwrite)
     finally:
         shutdown_distributed(ctx)
 

@@ -233,6 +233,12 @@ def _validate(cfg: SRTrainConfig) -> None:
         raise UserInputError("data.image_dirs is empty: name the folders of training images")
     if isinstance(dcfg.image_dirs, str):
         dcfg.image_dirs = [dcfg.image_dirs]
+    if not isinstance(dcfg.image_dirs, (list, tuple)) or not all(
+        isinstance(d, str) for d in dcfg.image_dirs
+    ):
+        raise UserInputError(
+            f"data.image_dirs must be a folder or a list of folders, got {dcfg.image_dirs!r}"
+        )
     if isinstance(cfg.val.datasets, str):
         cfg.val.datasets = [cfg.val.datasets]
     if t.batch_size < 1 or t.epochs < 1:

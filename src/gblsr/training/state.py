@@ -20,6 +20,7 @@ for the tuples, int-keyed dicts and tensors that optimizer state dicts hold.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -50,6 +51,7 @@ __all__ = [
     "restore_rng_state",
     "CheckpointManager",
     "write_json_atomic",
+    "undo_failed_start",
 ]
 
 STATE_FORMAT = "gblsr.train_state"
@@ -105,6 +107,47 @@ def check_fresh_start(run_dir: str | os.PathLike, overwrite: bool) -> list[Path]
             "checkpoints and results), or choose another --run-dir"
         )
     return stale
+
+
+@contextlib.contextmanager
+def undo_failed_start(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool):
+    """Around a fresh training start: if it fails (a user mistake, an interrupt, anything)
+    before the run has produced anything (no checkpoint, no logged step, no model), remove what
+    it created, so that the corrected command starts without ``--overwrite``.
+
+    Nothing is touched on resume, on another rank than 0, or when ``run_dir`` holds an earlier
+    run that the start will refuse to replace.
+    """
+    d = Path(run_dir)
+    existed = d.exists()
+    active = (
+        not resume
+        and int(os.environ.get("RANK", "0")) == 0
+        and (overwrite or not stale_run_files(d))
+    )
+    try:
+        yield
+    except BaseException:
+        if active and not _produced_anything(d):
+            # Every run artifact here is this start's: a fresh start refuses (or, with
+            # overwrite, deletes) an earlier run's.
+            clear_run_files(stale_run_files(d))
+            if not existed:
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only if nothing else was put there
+        raise
+
+
+def _produced_anything(d: Path) -> bool:
+    ckpt = d / "checkpoints"
+    if (d / "model.safetensors").exists() or (ckpt.is_dir() and any(ckpt.iterdir())):
+        return True
+    log = d / "train_log.csv"
+    try:
+        with open(log) as f:
+            return sum(1 for _ in f) > 1  # a header and at least one step
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------ state <-> tensors + JSON
