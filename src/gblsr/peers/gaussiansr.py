@@ -171,6 +171,21 @@ class GaussianSR(SRModel, nn.Module):
     def from_config(cls, config: dict) -> GaussianSR:
         return cls(**config)
 
+    def set_selection(self, selection: str | None = None, seed: int | None = None) -> dict:
+        """Switch the evaluation-time selection and, for "gumbel", seed a dedicated noise
+        stream (on the model's device) so that a whole evaluation is reproducible. Returns what
+        is in use, for reports: {"selection": ..., "gumbel_seed": seed or None}."""
+        if selection is not None:
+            if selection not in SELECTIONS:
+                raise UserInputError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+            self.selection = selection
+        self.generator = None
+        if self.selection == "gumbel" and seed is not None:
+            device = self.classifier.weight.device
+            self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        used = seed if self.selection == "gumbel" else None
+        return {"selection": self.selection, "gumbel_seed": used}
+
     # -- encoding ---------------------------------------------------------------------------
     def select(self, logits: torch.Tensor, generator: torch.Generator | None = None):
         """Classifier logits (B, K, h, w) -> selection weights (B, K, h, w)."""
