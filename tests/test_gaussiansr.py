@@ -250,3 +250,91 @@ def test_user_errors():
         create_model("gaussiansr", selection="max")
     with pytest.raises(ValueError, match="not inside"):
         model.encode(lr).render_region(0, 0, 29, 5, 28, 28)
+
+
+# --------------------------------------------------------------------------- official files
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _official_keys(sd: dict) -> dict:
+    """Our state dict -> the official key names (the converter's inverse)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("classifier."):
+            k = "encoder.segmentation_head.0." + k[len("classifier.") :]
+        elif k.startswith("encoder."):
+            k = "encoder.edsr." + k[len("encoder.") :]
+        out[k] = v
+    return out
+
+
+def _save_official(path: Path, spec: dict) -> Path:
+    torch.save(
+        {"model": spec, "optimizer": {"name": "adam", "args": {}, "sd": {}}, "epoch": 3}, path
+    )
+    return path
+
+
+def test_official_checkpoint_loads_and_converts(tmp_path):
+    from gblsr import load_model
+    from gblsr.cli.convert import main as convert_main
+
+    case, t = _fixture("b2_11x9")
+    call = next(c for c in case["calls"] if c.get("scale") == 2.5)
+    ref, lr = t[f"output.{call['key']}.pred"], t["input.lr"]
+    src = _save_official(tmp_path / "epoch-last.pth", _official_spec("b2_11x9"))
+    dst = tmp_path / "gsr.safetensors"
+    assert convert_main([str(src), str(dst)]) == 0
+    for path in (src, dst):
+        model = load_model(path)
+        assert model.registry_name == "gaussiansr" and model.selection == "gumbel"
+        out = model.predict_full(lr, call["H"], call["W"], generator=_gen(call["gumbel_seed"]),
+                                 scale=call["scale"])  # fmt: skip
+        _close(out, ref)
+
+
+def test_official_configuration_checkpoint_with_meanshift(tmp_path):
+    from gblsr import load_model
+
+    ours = create_model("gaussiansr")
+    sd = _official_keys(ours.state_dict())
+    assert "encoder.edsr.sub_mean.weight" in sd and "encoder.edsr.add_mean.bias" in sd
+    args = {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
+        "dec_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256] * 4}},
+        "kernel_size": 5,
+    }
+    path = _save_official(
+        tmp_path / "full.pth", {"name": "gaussian-splatter", "args": args, "sd": sd}
+    )
+    model = load_model(path)
+    assert sum(p.numel() for p in model.parameters()) == 1_838_159
+    assert model.get_config() == {**ours.get_config(), "selection": "gumbel"}
+    bad = {
+        "name": "gaussian-splatter",
+        "args": {**args, "dec_spec": {"name": "mlp", "args": {"act": "relu"}}},
+        "sd": sd,
+    }
+    from gblsr.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="activation 'relu' is not supported"):
+        convert_official(bad)
+
+
+@pytest.mark.skipif(not (SHARED / "data/benchmark/Set5").is_dir(), reason="../shared absent")
+@pytest.mark.parametrize("selection", ["gumbel", "argmax"])
+def test_eval_cli_on_set5_reports_selection(tmp_path, capsys, selection):
+    from gblsr.cli.eval import main as eval_main
+
+    src = _save_official(tmp_path / "epoch-last.pth", _official_spec("b1_14x14"))
+    argv = ["--checkpoint", str(src), "--dataset", str(SHARED / "data/benchmark/Set5")]
+    argv += ["--scale", "3", "--max-images", "1", "--no-lpips", "--selection", selection]
+    assert eval_main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["selection"] == selection
+    assert res["gumbel_seed"] == (0 if selection == "gumbel" else None)
+    row = res["rows"][0]
+    assert row["n_images"] == 1 and 5 < row["psnr"] < 60
+    assert eval_main(argv) == 0  # seeded: the same numbers again
+    assert json.loads(capsys.readouterr().out)["rows"][0]["psnr"] == row["psnr"]

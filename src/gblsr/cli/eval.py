@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write results.json, results.md and psnr_vs_scale.png here",
     )
+    p.add_argument(
+        "--selection",
+        choices=("gumbel", "argmax"),
+        help="GaussianSR kernel selection: gumbel (official, seeded by --gumbel-seed) or argmax",
+    )
+    p.add_argument("--gumbel-seed", type=int, default=0, help="GaussianSR Gumbel seed (default 0)")
     add_device_arg(p)
     legacy = p.add_argument_group("options of the reference's gblsr-eval (--config --checkpoint)")
     legacy.add_argument(
@@ -295,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         datasets = _datasets(args)
         model, model_name = _resolve_model(args, device)
+        extra = {}  # what a model with a kernel selection (GaussianSR) used
+        if hasattr(model, "set_selection"):
+            extra = model.set_selection(args.selection, args.gumbel_seed)
+        elif args.selection:
+            raise UserInputError(f"--selection applies to GaussianSR models, not {model_name}")
         task = getattr(model, "task", "sr")
         scales = list(args.scale) if args.scale else list(DEFAULT_SCALES)
         if task == "reconstruction" and args.scale:
@@ -358,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             "protocol": "reconstruction" if task == "reconstruction" else args.protocol,
             "lr_source": "identity" if task == "reconstruction" else args.lr_source,
             "device": str(device),
+            **extra,
             "rows": rows,
         }
         text = json.dumps(result, indent=2) + "\n"
