@@ -379,9 +379,12 @@ class GaussianSRRepresentation(Representation):
         m = self.hr_map((r0, r1), (c0, c1), H, W, s)
         # Zero rows/columns where the window meets the image border: the convs' padding.
         m = F.pad(m, (c0 - left + 1, left + width + 1 - c1, r0 - top + 1, top + height + 1 - r1))
-        mdl = self.model
-        coef = F.conv2d(m, mdl.coef.weight, mdl.coef.bias).flatten(2).transpose(1, 2)
-        freq = F.conv2d(m, mdl.freq.weight, mdl.freq.bias).flatten(2).transpose(1, 2)
+        mdl, k = self.model, self.model.hidden_dim
+        # coef and freq read the same map: one conv with both weight sets.
+        weight = torch.cat([mdl.coef.weight, mdl.freq.weight])
+        both = F.conv2d(m, weight, torch.cat([mdl.coef.bias, mdl.freq.bias]))
+        both = both.flatten(2).transpose(1, 2)
+        coef, freq = both[..., :k], both[..., k:]
         rel_y = self._rel_axis(H, top, top + height, h)
         rel_x = self._rel_axis(W, left, left + width, w)
         rel = torch.stack(torch.meshgrid(rel_y, rel_x, indexing="ij"), dim=-1).view(1, -1, 2)
