@@ -18,8 +18,8 @@ difference). Cases:
 Each measurement runs in a fresh subprocess (``--worker``): time is the process CPU time of the
 call (robust on a shared machine; with ``--threads 1`` it equals the compute time; wall time is
 reported too) around the official ``gen_feat`` and every ``query_rgb`` chunk, as test.py runs
-them, and around our ``encode(lr).render(H, W)``; the added memory is the peak resident set sampled every 2 ms during the
-call minus the resident set just before it.
+them, and around our ``encode(lr).render(H, W)``; the added memory is the peak resident set
+sampled every 2 ms during the call minus the resident set just before it.
 
     python benchmarks/bench_gaussiansr.py --official /path/GaussianSR --threads 1
     python benchmarks/bench_gaussiansr.py --official /path/GaussianSR --cases big
