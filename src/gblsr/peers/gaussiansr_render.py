@@ -139,11 +139,20 @@ def splat_window(
 
 
 def _cubic_near(x: torch.Tensor) -> torch.Tensor:
+    """Keys' kernel on |x| <= 1, evaluated as PyTorch's CPU kernel does (plain float ops)."""
     return ((CUBIC_A + 2) * x - (CUBIC_A + 3)) * x * x + 1
 
 
 def _cubic_far(x: torch.Tensor) -> torch.Tensor:
-    return ((CUBIC_A * x - 5 * CUBIC_A) * x + 8 * CUBIC_A) * x - 4 * CUBIC_A
+    """Keys' kernel on 1 < |x| < 2. PyTorch's compiled CPU kernel fuses the first two
+    multiply-adds (FMA) and rounds the last product: emulated for float32 through exact
+    float64 products rounded once (matches the kernel's taps bit for bit in our checks)."""
+    if x.dtype != torch.float32:
+        return ((CUBIC_A * x - 5 * CUBIC_A) * x + 8 * CUBIC_A) * x - 4 * CUBIC_A
+    d = x.double()
+    a = (CUBIC_A * d - 5 * CUBIC_A).float().double()
+    b = (a * d + 8 * CUBIC_A).float().double()
+    return ((b * d).float() - 4 * CUBIC_A).float()
 
 
 def cubic_axis(
@@ -155,8 +164,7 @@ def cubic_axis(
     Returns (index (n, 4) int64 into the input, clamped to its border; weight (n, 4)). The
     arithmetic follows PyTorch's CPU kernel in ``dtype`` (float32 for float32 inputs, whose
     opmath type it is): scale = n_in / n_out, x = scale (i + 0.5) - 0.5 (fused), the floor and
-    its clamp to n_in - 1, t clamped to [0, 1], Keys' A = -0.75. Taps agree with the kernel's
-    to a few float32 ulps.
+    its clamp to n_in - 1, t clamped to [0, 1], Keys' A = -0.75 (see :func:`_cubic_far`).
     """
     work = torch.float64 if dtype == torch.float64 else torch.float32
     scale = torch.tensor(float(n_in), dtype=work) / torch.tensor(float(n_out), dtype=work)
@@ -180,13 +188,13 @@ def _apply_axis(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -
         dense = torch.zeros(n, x.shape[dim], dtype=x.dtype, device=x.device)
         dense.scatter_add_(1, idx, w)
         return torch.movedim(torch.movedim(x, dim, -1) @ dense.T, -1, dim)
-    taps = x.index_select(dim, idx.reshape(-1))
-    shape = list(x.shape)
-    shape[dim : dim + 1] = [n, 4]
-    taps = taps.view(shape)
-    wshape = [1] * len(shape)
-    wshape[dim], wshape[dim + 1] = n, 4
-    return (taps * w.view(wshape)).sum(dim + 1)
+    # Tap by tap, in order: the kernel's accumulation (and a quarter of the memory).
+    wshape = [1] * x.dim()
+    wshape[dim] = n
+    out = x.index_select(dim, idx[:, 0]) * w[:, 0].view(wshape)
+    for j in range(1, 4):
+        out += x.index_select(dim, idx[:, j]) * w[:, j].view(wshape)
+    return out
 
 
 def resize_window(
