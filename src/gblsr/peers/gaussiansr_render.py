@@ -184,10 +184,6 @@ def cubic_axis(
 
 def _apply_axis(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
     n = idx.shape[0]
-    if x.shape[dim] <= 128:  # a short source (LR features): one dense matmul
-        dense = torch.zeros(n, x.shape[dim], dtype=x.dtype, device=x.device)
-        dense.scatter_add_(1, idx, w)
-        return torch.movedim(torch.movedim(x, dim, -1) @ dense.T, -1, dim)
     # Tap by tap, in order: the kernel's accumulation (and a quarter of the memory).
     wshape = [1] * x.dim()
     wshape[dim] = n
