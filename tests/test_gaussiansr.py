@@ -338,3 +338,16 @@ def test_eval_cli_on_set5_reports_selection(tmp_path, capsys, selection):
     assert row["n_images"] == 1 and 5 < row["psnr"] < 60
     assert eval_main(argv) == 0  # seeded: the same numbers again
     assert json.loads(capsys.readouterr().out)["rows"][0]["psnr"] == row["psnr"]
+
+
+def test_training_forward_backpropagates_into_the_bank_and_classifier():
+    model = _model("b2_11x9", per_sample_scale=True).train()
+    model.generator = _gen(0)
+    lr = _fixture("b2_11x9")[1]["input.lr"]
+    coord = torch.rand(2, 30, 2) * 1.8 - 0.9
+    cells = torch.tensor([[2 / 25, 2 / 20], [2 / 37, 2 / 30]]).view(2, 1, 2).expand(2, 30, 2)
+    out = model(lr, coord, cells)
+    assert out.shape == (2, 30, 3)
+    out.sum().backward()
+    for p in (model.sigma_x, model.sigma_y, model.opacity, model.rho, model.classifier.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
