@@ -142,7 +142,8 @@ def worker(args) -> dict:
         cell[..., 1] *= 2 / W
         n = coord.shape[1]
         chunks = math.ceil(n / CHUNK)
-        run = chunks if args.official_chunks is None else min(chunks, args.official_chunks)
+        limit = args.official_chunks if args.case == "x4_256" else None
+        run = chunks if limit is None else min(chunks, limit)
         preds = []
         with PeakRSS() as mem:
             t0, c0 = time.perf_counter(), time.process_time()
