@@ -21,8 +21,14 @@ reported too) around the official ``gen_feat`` and every ``query_rgb`` chunk, as
 them, and around our ``encode(lr).render(H, W)``; the added memory is the peak resident set
 sampled every 2 ms during the call minus the resident set just before it.
 
+* ``--gumbel-variation CKPT --dataset DIR``: no official code; how much the official Gumbel
+  selection's run-to-run randomness moves benchmark PSNR (Y, shave s) of a trained checkpoint:
+  ``--seeds`` evaluations with different Gumbel seeds, and one with ``selection="argmax"``.
+
     python benchmarks/bench_gaussiansr.py --official /path/GaussianSR --threads 1
     python benchmarks/bench_gaussiansr.py --official /path/GaussianSR --cases big
+    python benchmarks/bench_gaussiansr.py --gumbel-variation model.safetensors \
+        --dataset ../shared/data/benchmark/Set5 --seeds 5
 """
 
 from __future__ import annotations
@@ -177,16 +183,54 @@ def _run(case: str, side: str, a, dump: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def gumbel_variation(a) -> int:
+    import statistics
+
+    import torch
+
+    from gblsr import load_model
+    from gblsr.evaluation import evaluate
+
+    torch.set_num_threads(a.threads)
+    model = load_model(a.gumbel_variation)
+    runs = {}
+    for seed in range(a.seeds):
+        model.set_selection("gumbel", seed=1000 + seed)
+        runs[f"gumbel seed {1000 + seed}"] = evaluate(model, [a.dataset], a.scales, lpips=False)
+    model.set_selection("argmax")
+    runs["argmax"] = evaluate(model, [a.dataset], a.scales, lpips=False)
+    print(f"# Gumbel run-to-run variation: {a.gumbel_variation}, {a.dataset}, PSNR (Y, shave s)")
+    for i, sc in enumerate(a.scales):
+        g = [r[i]["psnr"] for k, r in runs.items() if k != "argmax"]
+        per_img = [[im["psnr"] for im in r[i]["images"]] for k, r in runs.items() if k != "argmax"]
+        img_range = max(max(col) - min(col) for col in zip(*per_img))
+        print(
+            f"x{sc:g}: gumbel mean {statistics.mean(g):.4f} dB, min {min(g):.4f}, max "
+            f"{max(g):.4f} (range {max(g) - min(g):.4f} dB, std {statistics.pstdev(g):.4f}; "
+            f"largest per-image range {img_range:.4f} dB) over {len(g)} seeds; argmax "
+            f"{runs['argmax'][i]['psnr']:.4f} dB"
+        )
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--official", required=True, help="GaussianSR checkout (tljxyys/GaussianSR)")
+    p.add_argument("--official", help="GaussianSR checkout (tljxyys/GaussianSR)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=["x8_48", "x4_256", "big"])
     p.add_argument("--official-chunks", type=int, help="run only N official chunks (x4_256)")
+    p.add_argument("--gumbel-variation", metavar="CKPT", help="a trained checkpoint (no official)")
+    p.add_argument("--dataset", help="benchmark folder for --gumbel-variation")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--scales", type=float, nargs="+", default=[2.0, 3.0, 4.0])
     p.add_argument("--worker", choices=("ours", "official"), help=argparse.SUPPRESS)
     p.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     p.add_argument("--dump", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.gumbel_variation:
+        return gumbel_variation(a)
+    if not a.official:
+        p.error("--official is required (or --gumbel-variation)")
     if a.worker:
         print(json.dumps(worker(a)))
         return 0
