@@ -392,10 +392,13 @@ class GaussianSRRepresentation(Representation):
         # Zero rows/columns where the window meets the image border: the convs' padding.
         m = F.pad(m, (c0 - left + 1, left + width + 1 - c1, r0 - top + 1, top + height + 1 - r1))
         mdl, k = self.model, self.model.hidden_dim
-        # coef and freq read the same map: one conv with both weight sets.
-        weight = torch.cat([mdl.coef.weight, mdl.freq.weight])
-        both = F.conv2d(m, weight, torch.cat([mdl.coef.bias, mdl.freq.bias]))
-        both = both.flatten(2).transpose(1, 2)
+        # coef and freq read the same map: one conv with both weight sets. Channels-last makes
+        # the conv about twice as fast on CPUs and its output (B, Q, 2K) rows contiguous.
+        cl = torch.channels_last
+        weight = torch.cat([mdl.coef.weight, mdl.freq.weight]).contiguous(memory_format=cl)
+        bias = torch.cat([mdl.coef.bias, mdl.freq.bias])
+        both = F.conv2d(m.contiguous(memory_format=cl), weight, bias)
+        both = both.permute(0, 2, 3, 1).reshape(self.batch_size, -1, 2 * k)
         coef, freq = both[..., :k], both[..., k:]
         rel_y = self._rel_axis(H, top, top + height, h)
         rel_x = self._rel_axis(W, left, left + width, w)
