@@ -351,3 +351,14 @@ def test_training_forward_backpropagates_into_the_bank_and_classifier():
     out.sum().backward()
     for p in (model.sigma_x, model.sigma_y, model.opacity, model.rho, model.classifier.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_other_encoder_and_config_round_trip():
+    enc = {"num_features": 16, "growth_rate": 8, "num_rdbs": 2, "num_layers_per_rdb": 2}
+    model = create_model("gaussiansr", encoder="rdn", encoder_cfg=enc, hidden_dim=32, hidden=[32])
+    again = create_model("gaussiansr", **model.get_config())
+    again.load_state_dict(model.state_dict())
+    lr = torch.rand(1, 3, 10, 13)
+    a = model.eval().predict_full(lr, 30, 39, generator=_gen(0))
+    assert a.shape == (1, 3, 30, 39)
+    assert torch.equal(a, again.eval().predict_full(lr, 30, 39, generator=_gen(0)))
