@@ -1,7 +1,7 @@
 """GaussianSR (``gblsr.peers.gaussiansr``): equality with the official code, rendering invariants,
 selection modes, quirk options, official checkpoints.
 
-``tests/fixtures/peers/gaussiansr_*.safetensors`` were written by
+``tests/fixtures/peers/gaussiansr/gaussiansr.safetensors`` was written by
 ``tests/fixtures/generate_gaussiansr_fixtures.py`` from tljxyys/GaussianSR @ ef5a38d (seeded
 random weights, a seeded Gumbel stream, the official test path with chunked queries). Our model
 is built from the official state dict through our converter and, with a ``torch.Generator``
@@ -29,7 +29,9 @@ from gblsr.peers.gaussiansr import GaussianSR
 from gblsr.peers.gaussiansr_render import kernel_canvases, resize_window
 from gblsr.registry import create_model
 
-FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "peers"
+FIXTURE = (
+    Path(__file__).resolve().parent / "fixtures" / "peers" / "gaussiansr" / "gaussiansr.safetensors"
+)
 CASES = ("b1_14x14", "b2_11x9")
 REL_TOL = 1e-5
 OFFICIAL_COMMIT = "ef5a38dcc5cff0c88766c6c93040bad57b994032"
@@ -45,11 +47,25 @@ def _one_thread():
 
 
 @functools.cache
-def _fixture(name: str):
-    with safe_open(str(FIXTURE_DIR / f"gaussiansr_{name}.safetensors"), framework="pt") as f:
-        case = json.loads(f.metadata()["case"])
+def _load():
+    with safe_open(str(FIXTURE), framework="pt") as f:
+        meta = json.loads(f.metadata()["gaussiansr"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return case, tensors
+    return meta, tensors
+
+
+@functools.cache
+def _fixture(name: str):
+    """(case, tensors) of one input: ``input.lr``, ``input.fwd.coord`` / ``.cell``, the
+    outputs under their call keys and the shared ``state.*``."""
+    meta, t = _load()
+    case = {**meta["cases"][name], "repo": meta["repo"], "commit": meta["commit"]}
+    case["spec"] = meta["official_spec"]
+    view = {k: v for k, v in t.items() if k.startswith(("state.", "output."))}
+    view["input.lr"] = t[f"input.{name}.lr"]
+    view["input.fwd.coord"] = t[f"input.{name}.fwd.coord"]
+    view["input.fwd.cell"] = t[f"input.{name}.fwd.cell"]
+    return case, view
 
 
 def _official_spec(name: str) -> dict:
@@ -84,6 +100,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def test_fixture_provenance():
+    assert FIXTURE.stat().st_size < 600_000  # small: one reduced model, two inputs
     for name in CASES:
         case, _ = _fixture(name)
         assert case["repo"] == "tljxyys/GaussianSR" and case["commit"] == OFFICIAL_COMMIT
@@ -113,7 +130,7 @@ def test_equals_official_training_forward(name, call):
     coord, cell = t["input.fwd.coord"], t["input.fwd.cell"]
     with torch.no_grad():
         out = model(t["input.lr"], coord, cell, scale=call["scale"])
-    _close(out, t["output.fwd.pred"])
+    _close(out, t[f"output.{call['key']}.pred"])
 
 
 def test_default_scale_is_H_over_h_and_cell_derived_scale():
