@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write results.json, results.md and psnr_vs_scale.png here",
     )
     add_device_arg(p)
+    p.add_argument("--selection", choices=("gumbel", "argmax"), help="GaussianSR kernel choice")
+    p.add_argument("--gumbel-seed", type=int, default=0, help="its Gumbel seed (default 0)")
     legacy = p.add_argument_group("options of the reference's gblsr-eval (--config --checkpoint)")
     legacy.add_argument(
         "--num-val-images", type=positive_int, metavar="N", help="same as --max-images"
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_images=args.max_images if args.max_images is not None else args.num_val_images,
                 config=args.config,
                 arm_index=args.arm_index,
+                selection=args.selection,
+                gumbel_seed=args.gumbel_seed,
                 on_image=tick,
                 note=lambda msg: print(f"{PROG}: note: {msg}", file=sys.stderr),
             )

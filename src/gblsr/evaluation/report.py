@@ -108,6 +108,8 @@ def run_evaluation(
     max_images: int | None = None,
     config: str | os.PathLike | None = None,
     arm_index: int = 0,
+    selection: str | None = None,
+    gumbel_seed: int | None = 0,
     on_image: Callable[[], Any] | None = None,
     note: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
@@ -119,6 +121,9 @@ def run_evaluation(
     region_thresholds: a JSON file of region thresholds (fitted on the first dataset and written
         there when missing); with ``config`` and a native model, thresholds are refitted on the
         first dataset with the model's patch size, as the reference does.
+    selection, gumbel_seed: the kernel selection of models that choose kernels at test time
+        (GaussianSR: "gumbel", seeded by ``gumbel_seed`` so runs repeat, or "argmax"); what was
+        used is part of the result.
     note: called with one-line remarks for the user (LPIPS unavailable, scale ignored).
 
     returns ``{"model", "task", "protocol", "lr_source", "device", "rows"}`` (rows: see
@@ -136,6 +141,11 @@ def run_evaluation(
     ds_list = [open_dataset(d, max_images=max_images) for d in datasets]
     model, name = resolve_model(model, device, config, arm_index)
     task = getattr(model, "task", "sr")
+    used = {}  # a test-time choice the model made, reported with its numbers
+    if hasattr(model, "set_selection"):
+        used = model.set_selection(selection, gumbel_seed)
+    elif selection:
+        raise UserInputError(f"--selection applies to GaussianSR models, not {name}")
     if task == "reconstruction" and scales:
         note(f"{name} is a native reconstruction model; evaluating at scale 1, --scale ignored")
     scales = list(scales) if scales else list(DEFAULT_SCALES)
@@ -171,6 +181,7 @@ def run_evaluation(
         "protocol": "reconstruction" if recon else protocol,
         "lr_source": "identity" if recon else lr_source,
         "device": str(device),
+        **used,
         "rows": rows,
     }
 

@@ -4,6 +4,7 @@
     lte     LTE, and LTE+ weights (jaewon-lee-b/lte)  :class:`LTE`
     lmliif  LM-LIIF (HeZongyao/LMF)                   :class:`LMLIIF`
     lmlte   LM-LTE (HeZongyao/LMF), with CMSR         :class:`LMLTE`
+    gaussiansr  GaussianSR (tljxyys/GaussianSR)       :class:`GaussianSR`
 
 Every model takes and returns [0, 1] images (the official [-1, 1] normalisation is inside):
 ``forward(lr, coord, cell)`` for training and ``predict_full(lr, H, W)`` for whole images, which
@@ -13,8 +14,9 @@ the details.
 """
 
 from . import convert  # noqa: F401  (registers the official-checkpoint converter)
+from .gaussiansr import GaussianSR
 from .liif import LIIF
 from .lmf import LMLIIF, LMLTE
 from .lte import LTE
 
-__all__ = ["LIIF", "LTE", "LMLIIF", "LMLTE"]
+__all__ = ["GaussianSR", "LIIF", "LTE", "LMLIIF", "LMLTE"]

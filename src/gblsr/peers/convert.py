@@ -34,7 +34,7 @@ __all__ = [
     "lte_plus_to_lte",
 ]
 
-OFFICIAL_NAMES = ("liif", "lte", "lte-fast", "lmliif", "lmlte")
+OFFICIAL_NAMES = ("liif", "lte", "lte-fast", "lmliif", "lmlte", "gaussian-splatter")
 
 # RDN configurations of the official factory: (blocks D, layers per block C, growth G).
 _RDN_CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
@@ -160,6 +160,10 @@ def convert_official(spec: dict) -> tuple[str, dict, dict[str, torch.Tensor]]:
         raise CheckpointError(
             f"official model {name!r} is not supported (supported: {', '.join(OFFICIAL_NAMES)})"
         )
+    if name == "gaussian-splatter":
+        from .gaussiansr_convert import convert_gaussiansr
+
+        return convert_gaussiansr(a, sd)
     enc_name, enc_cfg, rename = convert_encoder(a.get("encoder_spec"))
     base = {"encoder": enc_name, "encoder_cfg": enc_cfg}
     if name == "liif":
