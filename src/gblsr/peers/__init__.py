@@ -13,7 +13,10 @@ applies each repository's test-time cell rule. Official ``.pth`` checkpoints loa
 the details.
 """
 
-from . import convert  # noqa: F401  (registers the official-checkpoint converter)
+from . import (
+    convert,  # noqa: F401  (registers the official-checkpoint converter)
+    gaussiansr_convert,  # noqa: F401  (registers 'gaussian-splatter' files)
+)
 from .gaussiansr import GaussianSR
 from .liif import LIIF
 from .lmf import LMLIIF, LMLTE

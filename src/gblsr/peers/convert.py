@@ -28,13 +28,32 @@ from ..registry import register_converter
 
 __all__ = [
     "OFFICIAL_NAMES",
+    "register_official",
     "is_official_spec",
     "convert_official",
     "convert_encoder",
     "lte_plus_to_lte",
 ]
 
-OFFICIAL_NAMES = ("liif", "lte", "lte-fast", "lmliif", "lmlte", "gaussian-splatter")
+OFFICIAL_NAMES = ["liif", "lte", "lte-fast", "lmliif", "lmlte"]
+
+# Official model names whose converters live with their method (GaussianSR, ContinuousSR):
+# name -> fn(args, state dict) -> (architecture, config, state dict). They register here so this
+# module never imports them (they import convert_encoder from it).
+_OFFICIAL_FAMILIES: dict[str, Any] = {}
+
+
+def register_official(name: str):
+    """Decorator: convert official checkpoints whose ``model['name']`` is ``name``."""
+
+    def deco(fn):
+        _OFFICIAL_FAMILIES[name] = fn
+        if name not in OFFICIAL_NAMES:
+            OFFICIAL_NAMES.append(name)
+        return fn
+
+    return deco
+
 
 # RDN configurations of the official factory: (blocks D, layers per block C, growth G).
 _RDN_CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
@@ -160,10 +179,8 @@ def convert_official(spec: dict) -> tuple[str, dict, dict[str, torch.Tensor]]:
         raise CheckpointError(
             f"official model {name!r} is not supported (supported: {', '.join(OFFICIAL_NAMES)})"
         )
-    if name == "gaussian-splatter":
-        from .gaussiansr_convert import convert_gaussiansr
-
-        return convert_gaussiansr(a, sd)
+    if name in _OFFICIAL_FAMILIES:
+        return _OFFICIAL_FAMILIES[name](a, sd)
     enc_name, enc_cfg, rename = convert_encoder(a.get("encoder_spec"))
     base = {"encoder": enc_name, "encoder_cfg": enc_cfg}
     if name == "liif":

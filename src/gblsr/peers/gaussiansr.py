@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..geometry import axis_centres
 from ..errors import UserInputError
+from ..geometry import axis_centres
 from ..registry import make, register
 from ..representation import Representation, SRModel, check_window
 from ._common import MLP, denormalize, ensemble_members, normalize, scale_yx

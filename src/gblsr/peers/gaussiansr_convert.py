@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import CheckpointError
-from .convert import convert_encoder
+from .convert import convert_encoder, register_official
 
 __all__ = ["convert_gaussiansr"]
 
@@ -27,6 +27,7 @@ def _rename(key: str) -> str:
     return key
 
 
+@register_official("gaussian-splatter")
 def convert_gaussiansr(a: dict, sd: dict) -> tuple[str, dict, dict[str, torch.Tensor]]:
     enc = a.get("encoder_spec")
     if not isinstance(enc, dict) or enc.get("name") not in ("edsr-baseline", "edsr-large"):
