@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from _encoder_fixtures import FIXTURES, load_case
 
 from gblsr.encoders.hat import HATConfig, HATEncoder, hat_config_from_official, hat_from_official
 from gblsr.encoders.swinir import (
@@ -19,24 +17,8 @@ from gblsr.encoders.swinir import (
 from gblsr.errors import CheckpointError
 from gblsr.registry import make
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encoders"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.safetensors"))
 REL_TOL = 1e-5
-
-
-def load_case(name: str):
-    from safetensors import safe_open
-
-    with safe_open(str(FIXTURES / f"{name}.safetensors"), "pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    case = json.loads(meta["case"])
-    sd = {
-        k[len("state.") :]: (v.float() if v.is_floating_point() else v)
-        for k, v in tensors.items()
-        if k.startswith("state.")
-    }
-    return case, sd, tensors, meta
 
 
 def build_ours(case: dict, sd: dict) -> torch.nn.Module:

@@ -54,6 +54,7 @@ __all__ = [
     "pixelshuffle_upsampler",
     "swinir_config_from_official",
     "swinir_from_official",
+    "swinir_official_block",
 ]
 
 
@@ -439,3 +440,14 @@ def swinir_from_official(sd: dict[str, torch.Tensor], prefix: str = "") -> SwinI
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     return model
+
+
+def swinir_official_block(sd: dict[str, torch.Tensor], prefix: str = "encoder.") -> tuple:
+    """A whole official model state dict whose encoder is SwinIR -> (our encoder config, the
+    state dict without the encoder's index/mask buffers), for the checkpoint converter."""
+    enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    cfg = swinir_config_from_official(enc)
+    kept = strip_official_buffers(enc, cfg["window_size"])
+    out = {k: v for k, v in sd.items() if not k.startswith(prefix)}
+    out.update({prefix + k: v for k, v in kept.items()})
+    return cfg, out
