@@ -61,3 +61,23 @@ def test_hat_x4_tiled_whole_context_exact():
     got = encode_tiled(enc, x, tile=4, overlap=16)
     assert got.shape == ref.shape == (1, 64, 52, 40)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_tiled_encoding_context_for_a_whole_model():
+    import gblsr
+    from gblsr.encoders.tiling import tiled_encoding
+
+    torch.manual_seed(3)
+    model = gblsr.create_model(
+        "lte",
+        encoder="edsr",
+        encoder_cfg={"num_blocks": 1, "num_features": 8},
+        hidden_dim=8,
+        hidden=[8],
+    ).eval()
+    lr = torch.rand(1, 3, 17, 13)
+    ref = model.predict_full(lr, 34, 26)
+    with tiled_encoding(model, 6, 4) as m:  # EDSR with 1 block: radius 3 px
+        got = m.predict_full(lr, 34, 26)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert isinstance(model.encoder, EDSREncoder)  # restored

@@ -18,10 +18,12 @@ Encoders describe their geometry with optional attributes:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
-__all__ = ["encode_tiled", "tile_spans"]
+__all__ = ["encode_tiled", "tile_spans", "TiledEncoder", "tiled_encoding"]
 
 
 def tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -70,3 +72,37 @@ def encode_tiled(encoder: nn.Module, x: torch.Tensor, tile: int, overlap: int = 
             core = feat[..., oy : oy + scale * (y1 - y0), ox : ox + scale * (x1 - x0)]
             out[..., scale * y0 : scale * y1, scale * x0 : scale * x1] = core
     return out
+
+
+class TiledEncoder(nn.Module):
+    """``encoder`` run through :func:`encode_tiled` (inference only); exposes the wrapped
+    encoder's ``out_dim`` and ``scale``."""
+
+    def __init__(self, encoder: nn.Module, tile: int, overlap: int = 16):
+        super().__init__()
+        self.inner = encoder
+        self.tile, self.overlap = int(tile), int(overlap)
+        self.out_dim = encoder.out_dim
+        self.scale = getattr(encoder, "scale", 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return encode_tiled(self.inner, x, self.tile, self.overlap)
+
+
+@contextlib.contextmanager
+def tiled_encoding(model: nn.Module, tile: int | None, overlap: int = 16):
+    """Within the block, ``model.encoder`` runs tile by tile (``tile`` None: unchanged)::
+
+        with tiled_encoding(model, encoder_tile, encoder_overlap):
+            sr = model.predict_full(lr, H, W)
+
+    Works for every model that calls ``self.encoder`` (LIIF, LTE, LMF, GB-LSR-ASR, ...)."""
+    if tile is None:
+        yield model
+        return
+    inner = model.encoder
+    model.encoder = TiledEncoder(inner, tile, overlap)
+    try:
+        yield model
+    finally:
+        model.encoder = inner
