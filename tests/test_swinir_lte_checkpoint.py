@@ -71,6 +71,15 @@ def test_official_swinir_lte_file_loads_strictly_and_runs(tmp_path):
     out = model.predict_full(lr, 20, 25)
     assert out.shape == (1, 3, 20, 25) and torch.isfinite(out).all()
 
+    # gblsr-convert writes it as a self-describing safetensors file that rebuilds the same model
+    from gblsr.cli.convert import main as convert
+
+    dst = tmp_path / "converted.safetensors"
+    assert convert([str(path), str(dst)]) == 0
+    again = gblsr.load_model(dst)
+    assert again.encoder.get_config() == model.encoder.get_config()
+    assert torch.equal(again.predict_full(lr, 20, 25), out)
+
 
 def test_full_size_parameter_counts():
     # Spec liif_lte.md 1.4: SwinIR-LTE 12,096,871 parameters, encoder 11,603,044; the official
