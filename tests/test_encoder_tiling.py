@@ -81,3 +81,17 @@ def test_tiled_encoding_context_for_a_whole_model():
         got = m.predict_full(lr, 34, 26)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     assert isinstance(model.encoder, EDSREncoder)  # restored
+
+
+def test_tile_for_budget():
+    from gblsr.encoders.tiling import encoder_bytes_per_pixel, encoder_tile_for_budget
+
+    with torch.device("meta"):
+        enc = SwinIREncoder()
+    bpp = encoder_bytes_per_pixel(enc)
+    assert bpp == 4 * ((8 + 4) * 180 + 128)
+    tile = encoder_tile_for_budget(enc, 512 << 20, overlap=16)
+    assert tile % 8 == 0 and (tile + 32) ** 2 * bpp <= 512 << 20 < (tile + 40) ** 2 * bpp
+    assert encoder_tile_for_budget(enc, 1, overlap=16) == 8  # never below one window
+    edsr = EDSREncoder(EDSRConfig(num_blocks=1, num_features=8))
+    assert encoder_bytes_per_pixel(edsr) == 8 * 8 * 4

@@ -315,6 +315,16 @@ class HATEncoder(nn.Module):
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         return pad_to_multiple(x, self.window_size)
 
+    def bytes_per_input_pixel(self, itemsize: int = 4) -> int:
+        """Rough peak inference memory per (padded) input pixel, in bytes (token maps, the
+        channel-attention branch, the overlapping key/value patches, the x4 upsampler)."""
+        cfg = self.cfg
+        ratio = (cfg.overlap_window / cfg.window_size) ** 2
+        per = (10 + 2 * cfg.mlp_ratio + 2 * ratio) * cfg.embed_dim + 2 * cfg.num_feat
+        if cfg.upsampler == "pixelshuffle":
+            per += 3 * cfg.num_feat * self.scale**2
+        return int(per * itemsize)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = self.conv_first(pad_to_multiple(x, self.window_size))

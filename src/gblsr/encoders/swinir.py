@@ -315,6 +315,16 @@ class SwinIREncoder(nn.Module):
         """True when the output covers exactly ``scale`` x the unpadded input."""
         return self.cfg.upsampler == "pixelshuffle"
 
+    def bytes_per_input_pixel(self, itemsize: int = 4) -> int:
+        """Rough peak working memory of inference per (padded) input pixel, in bytes: about
+        (8 + 2 mlp_ratio) token maps of ``embed_dim`` channels alive inside a block, plus the
+        feature upsampler's maps (excluding the bounded attention chunks)."""
+        c = self.cfg.embed_dim
+        per = (8 + 2 * self.cfg.mlp_ratio) * c + 2 * self.cfg.num_feat
+        if self.cfg.upsampler == "pixelshuffle":
+            per += 3 * self.cfg.num_feat * self.scale**2
+        return int(per * itemsize)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, embed, H, W) with H, W multiples of the window -> (B, embed, H, W)."""
         size = (x.shape[-2], x.shape[-1])

@@ -23,7 +23,14 @@ import contextlib
 import torch
 import torch.nn as nn
 
-__all__ = ["encode_tiled", "tile_spans", "TiledEncoder", "tiled_encoding"]
+__all__ = [
+    "encode_tiled",
+    "tile_spans",
+    "TiledEncoder",
+    "tiled_encoding",
+    "encoder_bytes_per_pixel",
+    "encoder_tile_for_budget",
+]
 
 
 def tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -72,6 +79,29 @@ def encode_tiled(encoder: nn.Module, x: torch.Tensor, tile: int, overlap: int = 
             core = feat[..., oy : oy + scale * (y1 - y0), ox : ox + scale * (x1 - x0)]
             out[..., scale * y0 : scale * y1, scale * x0 : scale * x1] = core
     return out
+
+
+def encoder_bytes_per_pixel(encoder: nn.Module, itemsize: int = 4) -> int:
+    """Rough peak inference memory of ``encoder`` per input pixel (its
+    ``bytes_per_input_pixel`` when it has one; else 8 maps of ``out_dim`` channels at the
+    output's resolution, enough for EDSR/RDN-style convolutional encoders)."""
+    if hasattr(encoder, "bytes_per_input_pixel"):
+        return int(encoder.bytes_per_input_pixel(itemsize))
+    scale = int(getattr(encoder, "scale", 1))
+    return int(8 * encoder.out_dim * scale * scale * itemsize)
+
+
+def encoder_tile_for_budget(
+    encoder: nn.Module, max_memory: int, overlap: int = 16, multiple: int | None = None
+) -> int:
+    """The largest tile (a multiple of ``multiple``, default the encoder's window or 8) whose
+    (tile + 2 overlap)^2 input fits ``max_memory`` bytes of encoder working memory (at least
+    one ``multiple``). Use with :func:`tiled_encoding` for a ``--max-memory`` budget; untiled
+    encoding is preferable whenever the whole image fits."""
+    m = int(multiple or getattr(encoder, "window_size", 8))
+    side = int((max(1, int(max_memory)) / encoder_bytes_per_pixel(encoder)) ** 0.5)
+    tile = (side - 2 * overlap) // m * m
+    return max(m, tile)
 
 
 class TiledEncoder(nn.Module):
