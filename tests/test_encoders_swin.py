@@ -127,7 +127,8 @@ def test_hat_config_inferred_from_shapes_alone():
     for k in ("embed_dim", "depths", "num_heads", "window_size", "overlap_ratio", "upscale"):
         assert cfg[k] == case["args"][k], k
     assert cfg["mlp_ratio"] == case["args"]["mlp_ratio"]
-    # compress/squeeze ratios: any value that builds the same layer sizes
+    # compress/squeeze ratios: the largest value that builds the same layer sizes
+    assert (cfg["compress_ratio"], cfg["squeeze_factor"]) == (3, 6)
     dim = cfg["embed_dim"]
     assert dim // cfg["compress_ratio"] == dim // case["args"]["compress_ratio"]
     assert dim // cfg["squeeze_factor"] == dim // case["args"]["squeeze_factor"]
