@@ -11,6 +11,15 @@ from gblsr.encoders.swinir import SwinIRConfig, SwinIREncoder
 from gblsr.encoders.tiling import encode_tiled, tile_spans
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors on a shared machine: a second thread only adds synchronisation.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_tile_spans_cover_and_keep_length():
     spans = tile_spans(37, 10, 4)
     assert [(a, b) for a, b, _, _ in spans] == [(0, 10), (10, 20), (20, 30), (30, 37)]

@@ -31,6 +31,15 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).abs().max() / ref.abs().max())
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors on a shared machine: a second thread only adds synchronisation.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_fixtures_present():
     assert {"swinir_lte_small", "swinir_csr_small", "hat_csr_small"} <= set(CASES)
 
