@@ -174,3 +174,16 @@ def test_swinir_bad_index_rejected():
         swinir_from_official(bad)
     cfg = swinir_config_from_official(sd)
     assert cfg["window_size"] == 4 and cfg["depths"] == [2, 2]
+
+
+def test_follows_input_dtype():
+    torch.manual_seed(4)
+    hat = HATEncoder(
+        HATConfig(embed_dim=8, depths=[2], num_heads=[2], window_size=4, squeeze_factor=4)
+    ).eval()
+    x = torch.rand(1, 3, 9, 6)
+    with torch.no_grad():
+        y32 = hat(x)
+        y64 = hat.double()(x.double())
+    assert y64.dtype == torch.float64
+    torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
