@@ -187,3 +187,17 @@ def test_follows_input_dtype():
         y64 = hat.double()(x.double())
     assert y64.dtype == torch.float64
     torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_from_official_dispatch():
+    from gblsr.encoders import encoder_from_official
+
+    case, sd, tensors, _ = load_case("swinir_csr_small")
+    full = {f"encoder.{k}": v for k, v in sd.items()}
+    enc = encoder_from_official("swinir", full, {"no_upsampling": True}).eval()
+    call = next(c for c in case["calls"] if "output" in c)
+    with torch.no_grad():
+        y = enc(tensors[call["input"]])
+    assert rel_err(y, tensors[call["output"]]) < REL_TOL
+    with pytest.raises(CheckpointError, match="rdn"):
+        encoder_from_official("rdn", full)
