@@ -25,7 +25,9 @@ RECIPES = {
 def test_recipe_parses_and_builds(name):
     cfg = load_sr_config(REPO / "configs" / "peers" / f"{name}.yaml")
     arch, count = RECIPES[name]
-    assert cfg.model.name == arch and cfg.model.args["encoder"] == "swinir"
+    from gblsr.registry import resolve_variant
+
+    assert resolve_variant(cfg.model.name, {})[0] == arch and cfg.model.args["encoder"] == "swinir"
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.sample_q, cfg.data.inp_size) == (
         32,
         1000,

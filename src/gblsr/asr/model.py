@@ -80,6 +80,7 @@ class GBLSRScalarASR(SRModel, nn.Module):
 # Named variants: create_model("gblsr_asr_rdn"), or model: {name: gblsr_asr_rdn} in a recipe.
 register_variant("gblsr_asr_rdn", "gblsr_asr", encoder="rdn")
 register_variant("gblsr_asr_edsr_baseline", "gblsr_asr", encoder="edsr")
+register_variant("gblsr_asr_swinir", "gblsr_asr", encoder="swinir")
 register_variant(
     "gblsr_asr_rdn_nole", "gblsr_asr", encoder="rdn", decoder_cfg={"local_ensemble": False}
 )

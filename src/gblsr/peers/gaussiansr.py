@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import UserInputError
 from ..geometry import axis_centres
-from ..registry import make, register
+from ..registry import make, register, register_variant
 from ..representation import Representation, SRModel, check_window
 from ._common import MLP, denormalize, ensemble_members, normalize, scale_yx
 from .gaussiansr_render import (
@@ -459,3 +459,6 @@ class GaussianSRRepresentation(Representation):
             q_freq = q_freq[:, :, 0, :].permute(0, 2, 1)
             outs.append(self._decode(q_coef, q_freq, rel[g], phase[g]))
         return denormalize(outs[0] if len(outs) == 1 else torch.cat(outs, dim=0))
+
+
+register_variant("gaussiansr_edsr_baseline", "gaussiansr", encoder="edsr")

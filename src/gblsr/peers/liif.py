@@ -125,3 +125,4 @@ class LIIF(ImplicitSR):
 
 register_variant("liif_edsr_baseline", "liif", encoder="edsr")
 register_variant("liif_rdn", "liif", encoder="rdn")
+register_variant("liif_swinir", "liif", encoder="swinir")

@@ -118,3 +118,4 @@ class LTE(ImplicitSR):
 
 register_variant("lte_edsr_baseline", "lte", encoder="edsr")
 register_variant("lte_rdn", "lte", encoder="rdn")
+register_variant("lte_swinir", "lte", encoder="swinir")
