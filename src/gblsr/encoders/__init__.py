@@ -2,6 +2,7 @@
 
 from .edsr import EDSRConfig, EDSREncoder
 from .rdn import RDNConfig, RDNEncoder, ResidualDenseBlock, build_rdn_encoder
+from .upsampled import UpsampledEncoder  # noqa: F401
 
 __all__ = [
     "EDSRConfig",

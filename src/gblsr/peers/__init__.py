@@ -13,6 +13,7 @@ the details.
 """
 
 from . import convert  # noqa: F401  (registers the official-checkpoint converter)
+from .continuoussr import ContinuousSR  # noqa: F401
 from .liif import LIIF
 from .lmf import LMLIIF, LMLTE
 from .lte import LTE
