@@ -156,6 +156,10 @@ def _lmf_imnet(a: dict) -> dict:
 def convert_official(spec: dict) -> tuple[str, dict, dict[str, torch.Tensor]]:
     """``ckpt['model']`` of an official file -> (architecture, config, state dict)."""
     name, a, sd = spec["name"], dict(spec["args"]), dict(spec["sd"])
+    if name == "continuous-gaussian":
+        from .continuoussr_convert import convert_continuoussr
+
+        return convert_continuoussr(spec)
     if name not in OFFICIAL_NAMES:
         raise CheckpointError(
             f"official model {name!r} is not supported (supported: {', '.join(OFFICIAL_NAMES)})"
