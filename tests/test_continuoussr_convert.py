@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +79,46 @@ def test_unsupported_encoder_and_stray_keys(tmp_path, stand_in_encoder):
     _official_file(tmp_path / "b.pth", "stand-in", {**sd, "extra.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="unexpected keys"):
         load_model(tmp_path / "b.pth")
+
+
+@pytest.mark.parametrize("encoder", ["hat", "swinir"])
+def test_official_hat_and_swinir_files(tmp_path, encoder):
+    """A ContinuousSR file in the official format whose encoder (official HAT / SwinIR state
+    from tests/fixtures/encoders) and heads (the official seeded heads) are both official:
+    the encoder reproduces the official x4 feature map and the field is the heads' on it."""
+    from safetensors import safe_open
+    from test_continuoussr import _official_heads_state
+
+    from gblsr.peers.continuoussr import field_means
+
+    fx = (
+        Path(__file__).resolve().parent
+        / "fixtures"
+        / "encoders"
+        / f"{encoder}_csr_small.safetensors"
+    )
+    with safe_open(str(fx), "pt") as f:
+        enc_sd = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("state.")}
+        lr, feat = f.get_tensor("input.b1_6x5"), f.get_tensor("output.b1_6x5")
+        args = json.loads(f.metadata()["case"])["args"]
+    sd = {f"encoder.{k}": v for k, v in enc_sd.items()}
+    sd.update(_official_heads_state())
+    spec = {
+        "name": "continuous-gaussian",
+        "args": {
+            "encoder_spec": {"name": encoder, "args": args},
+            "cnn_spec": None,
+            "fc_spec": None,
+        },
+        "sd": sd,
+    }
+    torch.save({"model": spec}, tmp_path / "official.pth")
+    model = load_model(tmp_path / "official.pth")
+    assert model.get_config()["encoder"] == encoder
+    with torch.no_grad():
+        state = model.encode_state(lr)
+        colour, chol, offset = model.heads(torch.nn.functional.pixel_unshuffle(feat, 2))
+    tol = {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(state["colour"], colour, **tol)
+    torch.testing.assert_close(state["chol"], chol, **tol)
+    torch.testing.assert_close(state["means"], field_means(offset, 6, 5), **tol)
