@@ -41,8 +41,9 @@ __all__ = [
 
 BLOCK = 16
 OFFICIAL_TILE_CAP = 256
-# Elements of one [tiles, L, 16, 16] evaluation chunk (a few temporaries of this size exist).
-DEFAULT_MAX_ELEMENTS = 1 << 22
+# Elements of one [tiles, L, 16, 16] evaluation chunk: small enough for the temporaries to stay
+# in cache (CPU speed), large enough to amortise the per-chunk overhead.
+DEFAULT_MAX_ELEMENTS = 1 << 18
 # Tiles per block whose pairs are built at once.
 _TILES_PER_BLOCK = 1024
 _INT_LIMIT = float(1 << 30)
@@ -139,6 +140,79 @@ def _tile_tables(
     return table, L
 
 
+# Shading works on SUB x SUB sub-blocks of each tile: a tile's list is culled per sub-block to
+# the Gaussians whose alpha >= 1/255 region can reach it, a 3-10x saving at usual scales. The
+# culling is conservative; it never changes which Gaussians a tile's list (and cap) holds.
+SUB = 8
+_LN255 = 5.541263545158426
+
+
+def _alpha_extent(conic: torch.Tensor) -> torch.Tensor:
+    """(M, 3) conics -> (M, 2) half-widths (x, y) in pixels of the region where
+    alpha >= 1/255 can hold (sigma <= ln 255, so |dx| <= sqrt(2 ln 255 Sigma_xx)), with a
+    1% + 0.05 px margin for float rounding; -1 (reaches nothing) for a zero conic."""
+    a, b, c = conic.detach().unbind(-1)
+    det = a * c - b * b
+    ok = det > 0
+    det = torch.where(ok, det, torch.ones_like(det))
+    ext = torch.stack([c / det, a / det], -1).clamp_min(0).mul(2 * _LN255).sqrt()
+    ext = ext * 1.01 + 0.05
+    return torch.where(ok[:, None], ext, torch.full_like(ext, -1.0))
+
+
+def _shade_tiles(
+    g: torch.Tensor,
+    px0: torch.Tensor,
+    py0: torch.Tensor,
+    cen: torch.Tensor,
+    con: torch.Tensor,
+    ext: torch.Tensor,
+    col: torch.Tensor,
+) -> torch.Tensor:
+    """Shade tiles: g (t, L) flat Gaussian indices (padding = last row of the parameter
+    tables), tile origins px0 / py0 (t,) -> (t, C, 256) pixels in row-major tile order.
+    cen (M, 2), con (M, 3), ext (M, 2), col (M, C) flat parameters."""
+    t, L = g.shape
+    pad = cen.shape[0] - 1
+    n = BLOCK // SUB
+    so = torch.arange(0, BLOCK, SUB, device=g.device, dtype=px0.dtype)
+    sx0 = (px0[:, None] + so)[:, None, :]  # (t, 1, n)
+    sy0 = (py0[:, None] + so)[:, None, :]
+    cx, cy = cen[g, 0].detach()[..., None], cen[g, 1].detach()[..., None]  # (t, L, 1)
+    e = ext[g]
+    hx = (cx - torch.minimum(torch.maximum(cx, sx0), sx0 + (SUB - 1))).abs() <= e[..., 0:1]
+    hy = (cy - torch.minimum(torch.maximum(cy, sy0), sy0 + (SUB - 1))).abs() <= e[..., 1:2]
+    hit = (hy[:, :, :, None] & hx[:, :, None, :]).reshape(t, L, n * n).transpose(1, 2)
+    counts = hit.sum(-1)  # (t, S)
+    L2 = max(1, int(counts.max()))
+    pos = hit.cumsum(-1) - 1
+    ti, si, li = hit.nonzero(as_tuple=True)  # ascending l within each (tile, sub-block)
+    sub = torch.full((t, n * n, L2), pad, dtype=g.dtype, device=g.device)
+    sub[ti, si, pos[ti, si, li]] = g[ti, li]
+    # Pixel coordinates of each sub-block: (t, S, 1, 1, SUB) and (t, S, 1, SUB, 1).
+    offs = torch.arange(SUB, device=g.device, dtype=px0.dtype)
+    qx = (sx0.expand(t, n, n).reshape(t, n * n)[..., None] + offs)[:, :, None, None, :]
+    qy = sy0.reshape(t, n, 1).expand(t, n, n).reshape(t, n * n)[..., None] + offs
+    qy = qy[:, :, None, :, None]
+    dx = cen[sub, 0][..., None, None] - qx  # (t, S, L2, 1, SUB)
+    dy = cen[sub, 1][..., None, None] - qy  # (t, S, L2, SUB, 1)
+    k = con[sub][..., None, None]
+    # 0.5 * (A dx^2 + C dy^2) + B dx dy, in the kernel's rounding order (halving is exact, so
+    # it can be applied to each term before the broadcast sum).
+    sigma = 0.5 * (k[..., 0, :, :] * dx * dx) + 0.5 * (k[..., 2, :, :] * dy * dy)
+    sigma += (k[..., 1, :, :] * dx) * dy
+    # exp(-sigma) <= 1 exactly when sigma >= 0, so min(1, .) never binds on a kept term; the
+    # skips are sigma < 0 and alpha < 1/255.
+    keep = sigma >= 0
+    alpha = torch.exp(sigma.neg_())
+    keep &= alpha >= 1.0 / 255.0
+    alpha = torch.where(keep, alpha, 0.0)
+    C = col.shape[1]
+    img = torch.einsum("tslp,tslc->tscp", alpha.reshape(t, n * n, L2, SUB * SUB), col[sub])
+    img = img.reshape(t, n, n, C, SUB, SUB).permute(0, 3, 1, 4, 2, 5)
+    return img.reshape(t, C, BLOCK * BLOCK)
+
+
 def rasterize_sum(
     centre: torch.Tensor,
     conic: torch.Tensor,
@@ -169,10 +243,8 @@ def rasterize_sum(
     cen = torch.cat([centre.reshape(B * N, 2), centre.new_zeros(1, 2)])
     con = torch.cat([conic.reshape(B * N, 3), conic.new_zeros(1, 3)])
     col = torch.cat([colour.reshape(B * N, C), colour.new_zeros(1, C)])
-    thresh = 1.0 / 255.0
+    ext = _alpha_extent(con)
     out = colour.new_zeros(B, C, (ty_b - ty_a) * BLOCK, (tx_b - tx_a) * BLOCK)
-    offs = torch.arange(BLOCK, device=dev, dtype=dtype)
-
     n_tx = tx_b - tx_a
     blk_w = min(n_tx, _TILES_PER_BLOCK)
     blk_h = max(1, min(ty_b - ty_a, _TILES_PER_BLOCK // blk_w))
@@ -187,19 +259,12 @@ def rasterize_sum(
             px0 = ((tile % bw) + tx0).to(dtype) * BLOCK
             py0 = (torch.div(tile, bw, rounding_mode="floor") + ty0).to(dtype) * BLOCK
             chunk = max(1, max_elements // (L * BLOCK * BLOCK))
-            parts = []
-            for s in range(0, B * T, chunk):
-                g = table[s : s + chunk]
-                px = (px0[s : s + chunk, None] + offs)[:, None, None, :]  # (t, 1, 1, 16)
-                py = (py0[s : s + chunk, None] + offs)[:, None, :, None]  # (t, 1, 16, 1)
-                dx = cen[g, 0][..., None, None] - px
-                dy = cen[g, 1][..., None, None] - py
-                k = con[g]
-                ca, cb, cc = (k[..., i][..., None, None] for i in range(3))
-                sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                alpha = torch.clamp_max(torch.exp(-sigma), 1.0)
-                alpha = torch.where((sigma >= 0) & (alpha >= thresh), alpha, 0.0)
-                parts.append(torch.einsum("tlp,tlc->tcp", alpha.reshape(g.shape[0], L, -1), col[g]))
+            parts = [
+                _shade_tiles(
+                    table[s : s + chunk], px0[s : s + chunk], py0[s : s + chunk], cen, con, ext, col
+                )
+                for s in range(0, B * T, chunk)
+            ]
             img = torch.cat(parts).reshape(B, bh, bw, C, BLOCK, BLOCK)
             img = img.permute(0, 3, 1, 4, 2, 5).reshape(B, C, bh * BLOCK, bw * BLOCK)
             r0, c0 = (ty0 - ty_a) * BLOCK, (tx0 - tx_a) * BLOCK
