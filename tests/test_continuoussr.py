@@ -241,3 +241,28 @@ def test_save_load_roundtrip(tmp_path):
     lr = torch.rand(1, 3, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(back.encode(lr).render(9, 9), m.encode(lr).render(9, 9))
+
+
+def test_trainer_call_picks_pixels_of_the_whole_render():
+    """forward(lr, coord, cell) (the kind: sr trainer's call) == the whole render's pixels,
+    per sample size, with gradients."""
+    m = _model().train()
+    lr = torch.rand(3, 3, 4, 5)
+    sizes = [(12, 15), (9, 11), (12, 15)]
+    coords, cells = [], []
+    g = torch.Generator().manual_seed(0)
+    for H, W in sizes:
+        idx = torch.randperm(H * W, generator=g)[:40]
+        r, c = idx // W, idx % W
+        coords.append(torch.stack([(2 * r + 1) / H - 1, (2 * c + 1) / W - 1], -1))
+        cells.append(torch.tensor([2 / H, 2 / W]).expand(40, 2))
+    pred = m(lr, torch.stack(coords), torch.stack(cells))
+    assert pred.shape == (3, 40, 3)
+    pred.square().mean().backward()
+    assert m.mlp.layers[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        for b, (H, W) in enumerate(sizes):
+            full = m(lr[b : b + 1], (H, W))[0]
+            r = ((coords[b][:, 0] + 1) * H / 2).floor().long()
+            c = ((coords[b][:, 1] + 1) * W / 2).floor().long()
+            torch.testing.assert_close(pred[b].detach(), full[:, r, c].t(), rtol=1e-5, atol=1e-6)

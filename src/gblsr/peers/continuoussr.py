@@ -337,7 +337,44 @@ class ContinuousSR(nn.Module, SRModel):
             l21_scale=self.l21_scale,
         )
 
-    def forward(self, lr: torch.Tensor, size: tuple[int, int], **render_options) -> torch.Tensor:
-        """Training interface: lr (B, 3, h, w) -> the whole (B, 3, H, W) render (unclamped)."""
-        H, W = size
-        return self.encode(lr).render_region(0, 0, H, W, H, W, **render_options)
+    def forward(
+        self,
+        lr: torch.Tensor,
+        target: tuple[int, int] | torch.Tensor,
+        cell: torch.Tensor | None = None,
+        **render_options: Any,
+    ) -> torch.Tensor:
+        """Training interface, differentiable, predictions unclamped.
+
+        ``forward(lr, (H, W))`` -> the whole (B, 3, H, W) render. ``forward(lr, coord, cell)``
+        (the ``kind: sr`` trainer's call; coord (B, Q, 2) pixel-centre (y, x) in [-1, 1], cell
+        (B, Q, 2) = (2 / H, 2 / W)) -> (B, Q, 3): each sample's whole H x W image is rendered
+        (its size read from its cell; samples of equal size share one render) and the queried
+        pixels are picked from it, so all of an HR crop supervises the field when coord lists
+        every pixel (``sample_q: null``)."""
+        rep = self.encode(lr)
+        if cell is None:
+            H, W = (int(v) for v in target)
+            return rep.render_region(0, 0, H, W, H, W, **render_options)
+        coord = target
+        sizes = torch.round(2.0 / cell[:, 0, :].double()).long().tolist()  # (B, 2) = (H, W)
+        out = coord.new_empty(coord.shape[0], coord.shape[1], 3)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for b, (H, W) in enumerate(sizes):
+            groups.setdefault((H, W), []).append(b)
+        for (H, W), idx in groups.items():
+            sub = GaussianField(
+                rep.colour[idx],
+                rep.chol[idx],
+                rep.means[idx],
+                rep.input_size,
+                tile_cap=rep.tile_cap,
+                l21_scale=rep.l21_scale,
+            )
+            img = sub.render_region(0, 0, H, W, H, W, **render_options)  # (b, 3, H, W)
+            c = coord[idx]
+            row = ((c[..., 0] + 1) * (H / 2)).floor().long().clamp(0, H - 1)
+            col = ((c[..., 1] + 1) * (W / 2)).floor().long().clamp(0, W - 1)
+            flat = img.flatten(2).gather(2, (row * W + col)[:, None, :].expand(-1, 3, -1))
+            out[idx] = flat.transpose(1, 2)
+        return out
