@@ -258,6 +258,12 @@ class ContinuousSR(nn.Module, SRModel):
         self.mlp_vector = GELUMLP(3, 512, [256, 512, 512, 512])
         self.mlp = GELUMLP(256, 3, [512, 1024, 256, 128, 64])
         self.mlp_offset = GELUMLP(256, 2, [512, 1024, 256, 128, 64])
+        # The official MLPs start from xavier-uniform weights and zero biases.
+        for mlp in (self.mlp_vector, self.mlp, self.mlp_offset):
+            for layer in mlp.layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def get_config(self) -> dict:
         return {
