@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from _encoder_fixtures import FIXTURES, load_case
 
 from gblsr.encoders.hat import HATConfig, HATEncoder, hat_config_from_official, hat_from_official
 from gblsr.encoders.swinir import (
@@ -19,24 +17,8 @@ from gblsr.encoders.swinir import (
 from gblsr.errors import CheckpointError
 from gblsr.registry import make
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encoders"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.safetensors"))
 REL_TOL = 1e-5
-
-
-def load_case(name: str):
-    from safetensors import safe_open
-
-    with safe_open(str(FIXTURES / f"{name}.safetensors"), "pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    case = json.loads(meta["case"])
-    sd = {
-        k[len("state.") :]: (v.float() if v.is_floating_point() else v)
-        for k, v in tensors.items()
-        if k.startswith("state.")
-    }
-    return case, sd, tensors, meta
 
 
 def build_ours(case: dict, sd: dict) -> torch.nn.Module:
@@ -47,6 +29,15 @@ def build_ours(case: dict, sd: dict) -> torch.nn.Module:
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).abs().max() / ref.abs().max())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors on a shared machine: a second thread only adds synchronisation.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_fixtures_present():
@@ -145,7 +136,8 @@ def test_hat_config_inferred_from_shapes_alone():
     for k in ("embed_dim", "depths", "num_heads", "window_size", "overlap_ratio", "upscale"):
         assert cfg[k] == case["args"][k], k
     assert cfg["mlp_ratio"] == case["args"]["mlp_ratio"]
-    # compress/squeeze ratios: any value that builds the same layer sizes
+    # compress/squeeze ratios: the largest value that builds the same layer sizes
+    assert (cfg["compress_ratio"], cfg["squeeze_factor"]) == (3, 6)
     dim = cfg["embed_dim"]
     assert dim // cfg["compress_ratio"] == dim // case["args"]["compress_ratio"]
     assert dim // cfg["squeeze_factor"] == dim // case["args"]["squeeze_factor"]
@@ -182,3 +174,30 @@ def test_swinir_bad_index_rejected():
         swinir_from_official(bad)
     cfg = swinir_config_from_official(sd)
     assert cfg["window_size"] == 4 and cfg["depths"] == [2, 2]
+
+
+def test_follows_input_dtype():
+    torch.manual_seed(4)
+    hat = HATEncoder(
+        HATConfig(embed_dim=8, depths=[2], num_heads=[2], window_size=4, squeeze_factor=4)
+    ).eval()
+    x = torch.rand(1, 3, 9, 6)
+    with torch.no_grad():
+        y32 = hat(x)
+        y64 = hat.double()(x.double())
+    assert y64.dtype == torch.float64
+    torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_from_official_dispatch():
+    from gblsr.encoders import encoder_from_official
+
+    case, sd, tensors, _ = load_case("swinir_csr_small")
+    full = {f"encoder.{k}": v for k, v in sd.items()}
+    enc = encoder_from_official("swinir", full, {"no_upsampling": True}).eval()
+    call = next(c for c in case["calls"] if "output" in c)
+    with torch.no_grad():
+        y = enc(tensors[call["input"]])
+    assert rel_err(y, tensors[call["output"]]) < REL_TOL
+    with pytest.raises(CheckpointError, match="rdn"):
+        encoder_from_official("rdn", full)

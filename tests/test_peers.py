@@ -150,8 +150,8 @@ def test_load_model_reads_official_pth_files(tmp_path, name):
 
 def test_converter_rejects_what_it_cannot_build():
     _, _, sd = _fixture("liif_edsr")
-    spec = {"name": "liif", "args": {"encoder_spec": {"name": "swinir", "args": {}}}, "sd": sd}
-    with pytest.raises(CheckpointError, match="SwinIR"):
+    spec = {"name": "liif", "args": {"encoder_spec": {"name": "rcan", "args": {}}}, "sd": sd}
+    with pytest.raises(CheckpointError, match="rcan"):
         convert_official(spec)
     with pytest.raises(CheckpointError, match="metasr"):
         convert_official({**spec, "name": "metasr"})

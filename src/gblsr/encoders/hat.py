@@ -315,6 +315,16 @@ class HATEncoder(nn.Module):
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         return pad_to_multiple(x, self.window_size)
 
+    def bytes_per_input_pixel(self, itemsize: int = 4) -> int:
+        """Rough peak inference memory per (padded) input pixel, in bytes (token maps, the
+        channel-attention branch, the overlapping key/value patches, the x4 upsampler)."""
+        cfg = self.cfg
+        ratio = (cfg.overlap_window / cfg.window_size) ** 2
+        per = (10 + 2 * cfg.mlp_ratio + 2 * ratio) * cfg.embed_dim + 2 * cfg.num_feat
+        if cfg.upsampler == "pixelshuffle":
+            per += 3 * cfg.num_feat * self.scale**2
+        return int(per * itemsize)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = self.conv_first(pad_to_multiple(x, self.window_size))
@@ -353,11 +363,10 @@ _ARG_NAMES = (
 
 
 def _ratio_for(dim: int, reduced: int) -> int:
-    """The smallest r with dim // r == reduced (all such r build the same layers)."""
-    r = max(1, dim // reduced)
-    while r > 1 and dim // (r - 1) == reduced:
-        r -= 1
-    if dim // r != reduced:
+    """The largest r with dim // r == reduced (every such r builds the same layers; the
+    largest is the usual official value, e.g. 30 for 180 -> 6)."""
+    r = dim // max(1, reduced)
+    if r < 1 or dim // r != reduced:
         raise CheckpointError(f"no integer ratio maps {dim} channels to {reduced}")
     return r
 
@@ -385,6 +394,8 @@ def hat_config_from_official(sd: dict[str, torch.Tensor], args: dict | None = No
         i += 1
     if not depths:
         raise CheckpointError("not a HAT state dict: no layers.*.residual_group.blocks")
+    if "conv_before_upsample.0.weight" not in sd:
+        raise CheckpointError("HAT without conv_before_upsample (no upsampler) is not supported")
     table = sd["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"].shape[0]
     ws = (int(round(math.sqrt(table))) + 1) // 2
     oca = sd["layers.0.residual_group.overlap_attn.relative_position_bias_table"].shape[0]

@@ -54,6 +54,7 @@ __all__ = [
     "pixelshuffle_upsampler",
     "swinir_config_from_official",
     "swinir_from_official",
+    "swinir_official_block",
 ]
 
 
@@ -314,6 +315,16 @@ class SwinIREncoder(nn.Module):
         """True when the output covers exactly ``scale`` x the unpadded input."""
         return self.cfg.upsampler == "pixelshuffle"
 
+    def bytes_per_input_pixel(self, itemsize: int = 4) -> int:
+        """Rough peak working memory of inference per (padded) input pixel, in bytes: about
+        (8 + 2 mlp_ratio) token maps of ``embed_dim`` channels alive inside a block, plus the
+        feature upsampler's maps (excluding the bounded attention chunks)."""
+        c = self.cfg.embed_dim
+        per = (8 + 2 * self.cfg.mlp_ratio) * c + 2 * self.cfg.num_feat
+        if self.cfg.upsampler == "pixelshuffle":
+            per += 3 * self.cfg.num_feat * self.scale**2
+        return int(per * itemsize)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, embed, H, W) with H, W multiples of the window -> (B, embed, H, W)."""
         size = (x.shape[-2], x.shape[-1])
@@ -439,3 +450,14 @@ def swinir_from_official(sd: dict[str, torch.Tensor], prefix: str = "") -> SwinI
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     return model
+
+
+def swinir_official_block(sd: dict[str, torch.Tensor], prefix: str = "encoder.") -> tuple:
+    """A whole official model state dict whose encoder is SwinIR -> (our encoder config, the
+    state dict without the encoder's index/mask buffers), for the checkpoint converter."""
+    enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    cfg = swinir_config_from_official(enc)
+    kept = strip_official_buffers(enc, cfg["window_size"])
+    out = {k: v for k, v in sd.items() if not k.startswith(prefix)}
+    out.update({prefix + k: v for k, v in kept.items()})
+    return cfg, out

@@ -9,6 +9,10 @@ ignored (e.g. ``cmsr_spec``, an encoder's ``scale``). It is registered with
 :func:`gblsr.checkpoint.register_converter`, so ``gblsr.load_model`` and every ``--checkpoint``
 accept these files (read with ``torch.load(weights_only=True)``).
 
+SwinIR encoders (``swinir``) keep the official names; their configuration is read from the
+weights (both official factories ignore their args) and their ``relative_position_index`` /
+``attn_mask`` buffers are checked and dropped (ours are recomputed per input size).
+
 Key mappings: EDSR and the decoders keep the official names; RDN's are renamed to our encoder's
 (``SFENet1`` -> ``sfe_1``, ``RDBs.d.convs.c.conv.0`` -> ``rdbs.d.dense_layers.c.conv``,
 ``RDBs.d.LFF`` -> ``rdbs.d.local_feature_fusion``, ``GFF.0/1`` -> ``gff_1x1/gff_3x3``). LTE+
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import register_converter
+from ..encoders.swinir import swinir_official_block as swinir_encoder_block
 from ..errors import CheckpointError
 
 __all__ = [
@@ -83,8 +88,8 @@ def convert_encoder(spec: dict) -> tuple[str, dict, Any]:
             "kernel_size": int(a.get("RDNkSize", 3)),
         }
         return "rdn", cfg, _rename_rdn
-    if name == "swinir":
-        raise CheckpointError("SwinIR encoders are not supported (EDSR and RDN are)")
+    if name == "swinir":  # the official factories ignore args: the config comes from the weights
+        return "swinir", None, lambda k: k
     raise CheckpointError(f"unsupported encoder {name!r} in the official checkpoint")
 
 
@@ -165,6 +170,8 @@ def convert_official(spec: dict) -> tuple[str, dict, dict[str, torch.Tensor]]:
             f"official model {name!r} is not supported (supported: {', '.join(OFFICIAL_NAMES)})"
         )
     enc_name, enc_cfg, rename = convert_encoder(a.get("encoder_spec"))
+    if enc_name == "swinir":
+        enc_cfg, sd = swinir_encoder_block(sd)
     base = {"encoder": enc_name, "encoder_cfg": enc_cfg}
     if name == "liif":
         if a.get("imnet_spec") is None:
