@@ -4,8 +4,8 @@ The official file is LIIF's format: ``ckpt['model'] = {'name': 'continuous-gauss
 {'encoder_spec': {'name', 'args'}, 'cnn_spec', 'fc_spec', ...}, 'sd': state dict}``. The head
 keys (``conv1``, ``mlp_vector``, ``mlp``, ``mlp_offset``) are ours unchanged; the encoder (HAT
 for the released weights, SwinIR in the paper) is built from the stored args and tensor shapes
-by the encoders' own official-format readers (``gblsr.encoders.hat`` / ``.swinir``), which also
-check and drop the index/mask buffers. ``cnn_spec`` / ``fc_spec`` are unused by the model.
+by :func:`gblsr.encoders.encoder_from_official`, which also checks and drops the official
+index/mask buffers. ``cnn_spec`` / ``fc_spec`` are unused by the model.
 
 What the file cannot say is which offset-head input the weights were trained with (raw features
 at the release commit 482ec14, LeakyReLU features at HEAD): the converted model uses HEAD's
@@ -27,30 +27,19 @@ __all__ = ["OFFICIAL_NAME", "convert_continuoussr"]
 
 OFFICIAL_NAME = "continuous-gaussian"
 HEAD_PREFIXES = ("conv1.", "mlp_vector.", "mlp.", "mlp_offset.")
-# ContinuousSR's ``swinir`` factory ignores its args and builds SwinIR() with img_size 64.
-_SWINIR_IMG_SIZE = 64
 
 
 def _encoder(name: Any, args: dict, enc_sd: dict[str, torch.Tensor]) -> tuple[str, dict, dict]:
     """(our encoder name, config, encoder state dict without official-only buffers)."""
-    if name == "hat":
-        try:
-            from ..encoders.hat import HATConfig, hat_config_from_official, strip_hat_buffers
-        except ImportError:
-            raise CheckpointError("this gblsr build has no HAT encoder") from None
-        cfg = hat_config_from_official(enc_sd, args)
-        return "hat", cfg, strip_hat_buffers(enc_sd, HATConfig(**cfg))
-    if name == "swinir":
-        try:
-            from ..encoders.swinir import strip_official_buffers, swinir_config_from_official
-        except ImportError:
-            raise CheckpointError("this gblsr build has no SwinIR encoder") from None
-        cfg = swinir_config_from_official(enc_sd, img_size=_SWINIR_IMG_SIZE)
-        return "swinir", cfg, strip_official_buffers(enc_sd, cfg["window_size"])
-    raise CheckpointError(
-        f"ContinuousSR encoder {name!r} is not supported: the Gaussian heads need a 64-channel "
-        "x4 feature map (official 'hat' or 'swinir')"
-    )
+    if name not in ("hat", "swinir"):
+        raise CheckpointError(
+            f"ContinuousSR encoder {name!r} is not supported: the Gaussian heads need a "
+            "64-channel x4 feature map (official 'hat' or 'swinir')"
+        )
+    from ..encoders.official import encoder_from_official
+
+    enc = encoder_from_official(name, enc_sd, args, prefix="")
+    return name, enc.get_config(), enc.state_dict()
 
 
 def convert_continuoussr(
