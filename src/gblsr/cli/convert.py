@@ -67,9 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         if src.resolve() == dst.resolve():
             raise UserInputError("the output would overwrite the input")
         model = _load_trusted(src) if args.trust_pickle else load_model(src, config=args.config)
-        save_model(model, dst, extra={"converted_from": src.name})
+        licence = getattr(model, "weights_licence", None)
+        extra = {"converted_from": src.name}
+        if licence:
+            extra["weights_licence"] = licence
+        save_model(model, dst, extra=extra)
         n = sum(p.numel() for p in model.parameters())
         print(f"{dst}: {model.registry_name} ({n:,} parameters) from {src.name}")
+        if licence:
+            print(f"licence: these weights are {licence} (gblsr's code is BSD-3); so is {dst.name}")
         return 0
 
     return run_main(PROG, body)

@@ -5,6 +5,7 @@ from .hat import HATConfig, HATEncoder, hat_from_official
 from .official import encoder_from_official
 from .rdn import RDNConfig, RDNEncoder, ResidualDenseBlock, build_rdn_encoder
 from .swinir import SwinIRConfig, SwinIREncoder, swinir_from_official
+from .upsampled import UpsampledEncoder  # noqa: F401
 
 __all__ = [
     "EDSRConfig",
