@@ -1,0 +1,241 @@
+"""Native GB-LSR: what limits the main variant, one short run per change.
+
+Uses the crops, batch order, initial weights and evaluation of
+``benchmarks/native_vs_reference.py`` (run its ``prepare`` and ``ref`` stages first: they write
+``data.pt`` and ``init_state.pt`` into ``--work``). Stages:
+
+``oracle``
+    No training. The best any encoder could do with a basis: every 32x32 validation patch is
+    projected by least squares onto the first ``n`` modes per axis of a family at bandwidth
+    ``s_e`` (closed form, ``Phi pinv(Phi) X (Phi pinv(Phi))^T``), giving the PSNR ceiling and
+    the seam gap (border-pixel against interior-pixel PSNR) of that basis. The soft order mask
+    only rescales coefficients, so with ``n`` equal to the modes it leaves on, this is also the
+    ceiling of a model whose order has settled at ``n``.
+``train --arm NAME``
+    One run of our trainer from the reference's initial weights with one change (see ``ARMS``).
+``report``
+    Markdown table, JSON and a loss-curve figure over every finished arm.
+
+    python benchmarks/native_ablation.py oracle --work /tmp/native_vs_reference
+    python benchmarks/native_ablation.py train --arm lr_1e-3 --work /tmp/native_vs_reference
+    python benchmarks/native_ablation.py report --work /tmp/native_vs_reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import native_vs_reference as nvr  # noqa: E402
+
+# name -> (RunConfig overrides, start from the reference's initial weights, what it tests)
+ARMS: dict[str, tuple[dict, bool, str]] = {
+    "baseline": ({}, True, "example.yaml arm: lr 2e-4, s_e from 0.707, p_soft from 8.5"),
+    "lr_1e-3": ({"lr": 1e-3}, True, "learning rate x5"),
+    "lr_3e-3": ({"lr": 3e-3}, True, "learning rate x15"),
+    "no_adapt_order": ({"adapt_order": False}, True, "p_soft fixed at 16: every mode on"),
+    "p_soft_init_15": ({"p_soft_init": 15.0}, True, "order head starts at 15 (option)"),
+    "sharpness_1": ({"cutoff_sharpness": 1.0}, True, "softer order mask"),
+    "s_e_init_1.4": ({"s_e_init": 1.4}, True, "bandwidth starts at 1.4 (option)"),
+    "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
+    "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
+    "d_feat_64": ({"d_feat": 64}, False, "feature width /2 (own seeded init)"),
+}
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def _basis(family: str, n: int, s_e: float, patch: int = 32):
+    """(P, n) first n modes of a family on the patch's pixel grid (linspace(-1, 1, P))."""
+    import torch
+
+    from gblsr.models.basis import build_1d_basis
+
+    coord = torch.linspace(-1.0, 1.0, patch, dtype=torch.float64)
+    phi = build_1d_basis(coord, 16, torch.tensor([s_e], dtype=torch.float64), family)
+    return phi[:, :n]
+
+
+def oracle(work: Path, families=("fourier", "cosine"), s_values=None, n_values=(6, 8, 10, 16)):
+    """PSNR ceiling and seam gap of least-squares projections (see module docstring)."""
+    import torch
+
+    from gblsr.models.basis import image_to_patches, patches_to_image
+
+    torch.set_num_threads(1)
+    s_values = s_values or (0.25, 0.5, 0.68, 0.707, 1.0, 1.125, 1.4, 1.7, 2.0)
+    data = nvr._load_data(work)
+    xs = torch.stack([v.double() / 255.0 for v in data["val"]])  # (N, 3, 256, 256)
+    patches = image_to_patches(xs, 32)  # (N, nH, nW, 3, P, P)
+    rows = []
+    for fam in families:
+        for n in n_values:
+            for s in s_values:
+                phi = _basis(fam, n, s)
+                proj = phi @ torch.linalg.pinv(phi, rtol=1e-10)  # (P, P) projector
+                rec = patches_to_image(proj @ patches @ proj.T).clamp(0, 1)
+                per = [nvr.seam_psnr(rec[i : i + 1], xs[i : i + 1]) for i in range(len(xs))]
+                r = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
+                r.update(family=fam, n_modes=n, s_e=s, cond=float(torch.linalg.cond(phi)))
+                r["seam_gap_db"] = r["psnr_interior"] - r["psnr_border"]
+                rows.append(r)
+    (work / "oracle.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(work: Path, out: Path, steps: int) -> dict:
+    arms = {}
+    for name in ARMS:
+        f = work / f"{name}_losses.json"
+        if name == "baseline" and not f.is_file():
+            f = work / "ours_losses.json"
+        if f.is_file():
+            arms[name] = json.loads(f.read_text())
+    oracle_rows = (
+        json.loads((work / "oracle.json").read_text()) if (work / "oracle.json").is_file() else []
+    )
+    table = []
+    for name, r in arms.items():
+        loss = r["loss"]
+        ev = r["eval"]
+        table.append(
+            {
+                "arm": name,
+                "change": ARMS[name][2],
+                "overrides": ARMS[name][0],
+                "steps": len(loss),
+                "train_loss_last20": sum(loss[-20:]) / len(loss[-20:]),
+                "train_psnr_last20": 10 * math.log10(1 / (sum(loss[-20:]) / len(loss[-20:]))),
+                "val_psnr": ev["psnr"],
+                "val_psnr_border": ev["psnr_border"],
+                "val_psnr_interior": ev["psnr_interior"],
+                "seam_gap_db": ev["seam_gap_db"],
+                "s_e": ev.get("s_e_mean"),
+                "p_soft_mean": ev.get("p_soft_mean"),
+                "wall_s": r["wall_s"],
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "native_ablation.json").write_text(
+        json.dumps(
+            {
+                "arms": table,
+                "oracle": oracle_rows,
+                "curves": {k: v["loss"] for k, v in arms.items()},
+            },
+            indent=1,
+        )
+    )
+    lines = [
+        "| arm | change | train PSNR (last 20 steps) | val PSNR | border | interior | seam gap "
+        "| s_e | mean p_soft | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['arm']} | {t['change']} | {t['train_psnr_last20']:.2f} | {t['val_psnr']:.2f} "
+            f"| {t['val_psnr_border']:.2f} | {t['val_psnr_interior']:.2f} "
+            f"| {t['seam_gap_db']:+.2f} | {_fmt(t['s_e'])} | {_fmt(t['p_soft_mean'])} "
+            f"| {t['wall_s']:.0f} |"
+        )
+    if oracle_rows:
+        lines += [
+            "",
+            "| family | modes/axis | "
+            + " | ".join(f"s_e {s:g}" for s in sorted({r["s_e"] for r in oracle_rows}))
+            + " |",
+        ]
+        svals = sorted({r["s_e"] for r in oracle_rows})
+        lines.append("| --- | --- |" + " --- |" * len(svals))
+        for fam in dict.fromkeys(r["family"] for r in oracle_rows):
+            for n in sorted({r["n_modes"] for r in oracle_rows}):
+                cells = []
+                for sv in svals:
+                    r = next(
+                        r
+                        for r in oracle_rows
+                        if r["family"] == fam and r["n_modes"] == n and r["s_e"] == sv
+                    )
+                    cells.append(f"{r['psnr']:.2f} ({r['seam_gap_db']:+.1f})")
+                lines.append(f"| {fam} | {n} | " + " | ".join(cells) + " |")
+    (out / "native_ablation_tables.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, r in arms.items():
+            loss = r["loss"]
+            k = 10  # running mean over 10 steps: single batches are noisy
+            sm = [
+                sum(loss[max(0, i - k + 1) : i + 1]) / len(loss[max(0, i - k + 1) : i + 1])
+                for i in range(len(loss))
+            ]
+            ax.plot([10 * math.log10(1 / v) for v in sm], label=name, lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training PSNR, dB (10-step running mean of batch MSE)")
+        ax.set_title("native global_scalar ablations (same crops, order and init)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "ablation_curves.png", dpi=110)
+        plt.close(fig)
+    except ImportError:
+        pass
+    return {"arms": table}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stage", choices=["oracle", "train", "report"])
+    ap.add_argument("--arm", choices=sorted(ARMS))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/native_vs_reference"))
+    ap.add_argument("--out", type=Path, default=nvr.REPO / "results/native-cpu/investigation")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.stage == "oracle":
+        rows = oracle(args.work)
+        for r in rows:
+            print(
+                f"{r['family']:8s} n={r['n_modes']:2d} s_e={r['s_e']:.3f} psnr={r['psnr']:.2f} "
+                f"border={r['psnr_border']:.2f} interior={r['psnr_interior']:.2f} "
+                f"cond={r['cond']:.1e}"
+            )
+    elif args.stage == "train":
+        if not args.arm:
+            ap.error("train needs --arm")
+        overrides, use_init, _ = ARMS[args.arm]
+        overrides = dict(overrides)
+        lr = overrides.pop("lr", 2e-4)
+        r = nvr.run_ours(
+            args.work,
+            args.steps,
+            lr,
+            args.seed,
+            tag=args.arm,
+            overrides=overrides,
+            init="init_state.pt" if use_init else None,
+        )
+        print(json.dumps({k: v for k, v in r["eval"].items() if k != "per_image"}))
+    else:
+        print(json.dumps(report(args.work, args.out, args.steps), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
