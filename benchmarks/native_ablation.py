@@ -44,6 +44,16 @@ ARMS: dict[str, tuple[dict, bool, str]] = {
     "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
     "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
     "d_feat_64": ({"d_feat": 64}, False, "feature width /2 (own seeded init)"),
+    "lr_1e-3_no_adapt_order": (
+        {"lr": 1e-3, "adapt_order": False},
+        True,
+        "lr 1e-3 and every mode on",
+    ),
+    "lr_1e-3_no_adapt_order_cosine": (
+        {"lr": 1e-3, "adapt_order": False, "family": "cosine", "s_e_init": 1.0},
+        True,
+        "lr 1e-3, every mode on, cosine family at s_e 1",
+    ),
 }
 
 
@@ -103,8 +113,10 @@ def report(work: Path, out: Path, steps: int) -> dict:
         json.loads((work / "oracle.json").read_text()) if (work / "oracle.json").is_file() else []
     )
     table = []
+    k = min(len(r["loss"]) for r in arms.values())  # compare every arm at the same step
     for name, r in arms.items():
         loss = r["loss"]
+        win = loss[k - 20 : k]
         ev = r["eval"]
         table.append(
             {
@@ -114,6 +126,8 @@ def report(work: Path, out: Path, steps: int) -> dict:
                 "steps": len(loss),
                 "train_loss_last20": sum(loss[-20:]) / len(loss[-20:]),
                 "train_psnr_last20": 10 * math.log10(1 / (sum(loss[-20:]) / len(loss[-20:]))),
+                "compare_step": k,
+                "train_psnr_at_compare_step": 10 * math.log10(1 / (sum(win) / len(win))),
                 "val_psnr": ev["psnr"],
                 "val_psnr_border": ev["psnr_border"],
                 "val_psnr_interior": ev["psnr_interior"],
@@ -135,13 +149,14 @@ def report(work: Path, out: Path, steps: int) -> dict:
         )
     )
     lines = [
-        "| arm | change | train PSNR (last 20 steps) | val PSNR | border | interior | seam gap "
-        "| s_e | mean p_soft | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| arm | change | train PSNR, steps {k - 20}-{k - 1} | steps run | val PSNR "
+        "| border | interior | seam gap | s_e | mean p_soft | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for t in table:
         lines.append(
-            f"| {t['arm']} | {t['change']} | {t['train_psnr_last20']:.2f} | {t['val_psnr']:.2f} "
+            f"| {t['arm']} | {t['change']} | {t['train_psnr_at_compare_step']:.2f} "
+            f"| {t['steps']} | {t['val_psnr']:.2f} "
             f"| {t['val_psnr_border']:.2f} | {t['val_psnr_interior']:.2f} "
             f"| {t['seam_gap_db']:+.2f} | {_fmt(t['s_e'])} | {_fmt(t['p_soft_mean'])} "
             f"| {t['wall_s']:.0f} |"
@@ -195,6 +210,56 @@ def report(work: Path, out: Path, steps: int) -> dict:
     return {"arms": table}
 
 
+def seam_figure(work: Path, out: Path, arms: list[str], image: int = 0, crop: int = 96) -> None:
+    """GT, reconstructions and error maps of one validation crop (patch grid drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from gblsr.training.config import RunConfig, build_model_from_run_config
+
+    data = nvr._load_data(work)
+    x = data["val"][image][None].float() / 255.0
+    cols = [("ground truth", x)]
+    for name in arms:
+        f = work / f"{'ours' if name == 'baseline' else name}_final_state.pt"
+        if not f.is_file():
+            continue
+        ov = {k: v for k, v in ARMS[name][0].items() if k != "lr"}
+        rc = RunConfig(
+            experiment_id="e",
+            run_dir=str(work),
+            arm="local_spectral",
+            seed=0,
+            image_size=data["meta"]["crop"],
+            bandwidth_mode="global_scalar",
+            **ov,
+        )
+        m = build_model_from_run_config(rc)
+        m.load_state_dict(torch.load(f, weights_only=True))
+        m.eval()
+        with torch.no_grad():
+            cols.append((name, m(x)["recon"].clamp(0, 1)))
+    fig, ax = plt.subplots(2, len(cols), figsize=(3.2 * len(cols), 6.4), squeeze=False)
+    for j, (name, img) in enumerate(cols):
+        a = img[0, :, :crop, :crop].permute(1, 2, 0).numpy()
+        ax[0, j].imshow(a, interpolation="nearest")
+        ax[0, j].set_title(name, fontsize=8)
+        err = (img - x)[0, :, :crop, :crop].abs().mean(0).numpy()
+        ax[1, j].imshow(err, cmap="inferno", vmin=0, vmax=0.25, interpolation="nearest")
+        ax[1, j].set_title("|error|" if j else "", fontsize=8)
+        for r in range(2):
+            for b in range(32, crop, 32):
+                ax[r, j].axhline(b - 0.5, color="c", lw=0.4)
+                ax[r, j].axvline(b - 0.5, color="c", lw=0.4)
+            ax[r, j].axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "seam_crops.png", dpi=110)
+    plt.close(fig)
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -206,6 +271,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/native_vs_reference"))
     ap.add_argument("--out", type=Path, default=nvr.REPO / "results/native-cpu/investigation")
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument(
+        "--figure-arms",
+        nargs="*",
+        default=["baseline"],
+        help="arms shown in seam_crops.png (report stage)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.stage == "oracle":
@@ -234,6 +305,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in r["eval"].items() if k != "per_image"}))
     else:
         print(json.dumps(report(args.work, args.out, args.steps), indent=1))
+        seam_figure(args.work, args.out, args.figure_arms)
     return 0
 
 
