@@ -44,15 +44,10 @@ ARMS: dict[str, tuple[dict, bool, str]] = {
     "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
     "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
     "d_feat_64": ({"d_feat": 64}, False, "feature width /2 (own seeded init)"),
-    "lr_1e-3_no_adapt_order": (
-        {"lr": 1e-3, "adapt_order": False},
+    "cosine_s_e_1_no_adapt_order": (
+        {"family": "cosine", "s_e_init": 1.0, "adapt_order": False},
         True,
-        "lr 1e-3 and every mode on",
-    ),
-    "lr_1e-3_no_adapt_order_cosine": (
-        {"lr": 1e-3, "adapt_order": False, "family": "cosine", "s_e_init": 1.0},
-        True,
-        "lr 1e-3, every mode on, cosine family at s_e 1",
+        "cosine family at s_e 1, every mode on",
     ),
 }
 
@@ -98,6 +93,55 @@ def oracle(work: Path, families=("fourier", "cosine"), s_values=None, n_values=(
     return rows
 
 
+def oracle_rank(work: Path, ranks=(64, 128, 256)) -> list[dict]:
+    """Ceiling of the native decoder with a d-dimensional patch feature.
+
+    The decoder is linear in the feature (``coeff_proj``: d -> 3 p_max^2), so its patches lie
+    in a d-dimensional affine subspace of the basis span. The best such subspace for the
+    training crops is their principal subspace, computed in an orthonormal basis of the span
+    (QR of the 1-D basis; pixel error equals coefficient error there). Validation patches
+    projected onto it give the PSNR no encoder can beat at that width.
+    """
+    import torch
+
+    from gblsr.models.basis import image_to_patches, patches_to_image
+
+    torch.set_num_threads(1)
+    data = nvr._load_data(work)
+    train = image_to_patches(data["pool"].double() / 255.0, 32).reshape(-1, 3, 32, 32)
+    xs = torch.stack([v.double() / 255.0 for v in data["val"]])
+    val = image_to_patches(xs, 32)
+    rows = []
+    configs = [
+        ("fourier", 8, 0.707),
+        ("fourier", 16, 0.707),
+        ("fourier", 16, 1.0),
+        ("cosine", 8, 1.0),
+        ("cosine", 16, 1.0),
+    ]
+    for fam, n, s in configs:
+        q, _ = torch.linalg.qr(_basis(fam, n, s))  # (P, n) orthonormal columns
+
+        def to_c(p, q=q):
+            return (q.T @ p @ q).reshape(*p.shape[:-3], -1)
+
+        def to_p(c, q=q, n=n):
+            return q @ c.reshape(*c.shape[:-1], 3, n, n) @ q.T
+
+        c = to_c(train)
+        mu = c.mean(0)
+        _, _, vh = torch.linalg.svd(c - mu, full_matrices=False)
+        for r in ranks:
+            v = vh[:r]
+            img = patches_to_image(to_p(((to_c(val) - mu) @ v.T) @ v + mu)).clamp(0, 1)
+            per = [nvr.seam_psnr(img[i : i + 1], xs[i : i + 1]) for i in range(len(xs))]
+            row = {"family": fam, "n_modes": n, "s_e": s, "rank": r}
+            row.update({k: sum(p[k] for p in per) / len(per) for k in per[0]})
+            rows.append(row)
+    (work / "oracle_rank.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -111,6 +155,11 @@ def report(work: Path, out: Path, steps: int) -> dict:
             arms[name] = json.loads(f.read_text())
     oracle_rows = (
         json.loads((work / "oracle.json").read_text()) if (work / "oracle.json").is_file() else []
+    )
+    rank_rows = (
+        json.loads((work / "oracle_rank.json").read_text())
+        if (work / "oracle_rank.json").is_file()
+        else []
     )
     table = []
     k = min(len(r["loss"]) for r in arms.values())  # compare every arm at the same step
@@ -143,6 +192,7 @@ def report(work: Path, out: Path, steps: int) -> dict:
             {
                 "arms": table,
                 "oracle": oracle_rows,
+                "oracle_rank": rank_rows,
                 "curves": {k: v["loss"] for k, v in arms.items()},
             },
             indent=1,
@@ -181,6 +231,22 @@ def report(work: Path, out: Path, steps: int) -> dict:
                     )
                     cells.append(f"{r['psnr']:.2f} ({r['seam_gap_db']:+.1f})")
                 lines.append(f"| {fam} | {n} | " + " | ".join(cells) + " |")
+    if rank_rows:
+        ranks = sorted({r["rank"] for r in rank_rows})
+        lines += [
+            "",
+            "| family | modes/axis | s_e | "
+            + " | ".join(f"feature width {r}" for r in ranks)
+            + " |",
+            "| --- | --- | --- |" + " --- |" * len(ranks),
+        ]
+        for key in dict.fromkeys((r["family"], r["n_modes"], r["s_e"]) for r in rank_rows):
+            cells = [
+                f"{r['psnr']:.2f} ({r['psnr_interior'] - r['psnr_border']:+.1f})"
+                for r in rank_rows
+                if (r["family"], r["n_modes"], r["s_e"]) == key
+            ]
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(cells) + " |")
     (out / "native_ablation_tables.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -280,6 +346,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.stage == "oracle":
+        for r in oracle_rank(args.work):
+            print(
+                f"{r['family']:8s} n={r['n_modes']:2d} s_e={r['s_e']:.3f} rank={r['rank']:3d} "
+                f"psnr={r['psnr']:.2f} border={r['psnr_border']:.2f} "
+                f"interior={r['psnr_interior']:.2f}"
+            )
         rows = oracle(args.work)
         for r in rows:
             print(
