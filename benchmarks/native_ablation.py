@@ -35,7 +35,13 @@ import native_vs_reference as nvr  # noqa: E402
 # name -> (RunConfig overrides, start from the reference's initial weights, what it tests)
 ARMS: dict[str, tuple[dict, bool, str]] = {
     "baseline": ({}, True, "example.yaml arm: lr 2e-4, s_e from 0.707, p_soft from 8.5"),
+    "lr_5e-4": ({"lr": 5e-4}, True, "learning rate x2.5"),
     "lr_1e-3": ({"lr": 1e-3}, True, "learning rate x5"),
+    "lr_1e-3_no_adapt_order": (
+        {"lr": 1e-3, "adapt_order": False},
+        True,
+        "learning rate x5 with every mode on",
+    ),
     "lr_3e-3": ({"lr": 3e-3}, True, "learning rate x15"),
     "no_adapt_order": ({"adapt_order": False}, True, "p_soft fixed at 16: every mode on"),
     "p_soft_init_15": ({"p_soft_init": 15.0}, True, "order head starts at 15 (option)"),
