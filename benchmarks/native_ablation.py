@@ -36,6 +36,7 @@ import native_vs_reference as nvr  # noqa: E402
 ARMS: dict[str, tuple[dict, bool, str]] = {
     "baseline": ({}, True, "example.yaml arm: lr 2e-4, s_e from 0.707, p_soft from 8.5"),
     "lr_5e-4": ({"lr": 5e-4}, True, "learning rate x2.5"),
+    "lr_1e-4": ({"lr": 1e-4}, True, "learning rate /2"),
     "lr_1e-3": ({"lr": 1e-3}, True, "learning rate x5"),
     "lr_1e-3_no_adapt_order": (
         {"lr": 1e-3, "adapt_order": False},
@@ -50,6 +51,11 @@ ARMS: dict[str, tuple[dict, bool, str]] = {
     "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
     "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
     "d_feat_64": ({"d_feat": 64}, False, "feature width /2 (own seeded init)"),
+    "cosine_s_e_1_lr_1e-3_no_adapt_order": (
+        {"family": "cosine", "s_e_init": 1.0, "adapt_order": False, "lr": 1e-3},
+        True,
+        "well-conditioned basis (cosine, s_e 1), every mode on, lr 1e-3",
+    ),
     "cosine_s_e_1_no_adapt_order": (
         {"family": "cosine", "s_e_init": 1.0, "adapt_order": False},
         True,
