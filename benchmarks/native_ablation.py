@@ -47,6 +47,8 @@ ARMS: dict[str, tuple[dict, bool, str]] = {
     "no_adapt_order": ({"adapt_order": False}, True, "p_soft fixed at 16: every mode on"),
     "p_soft_init_15": ({"p_soft_init": 15.0}, True, "order head starts at 15 (option)"),
     "sharpness_1": ({"cutoff_sharpness": 1.0}, True, "softer order mask"),
+    "sharpness_0.5": ({"cutoff_sharpness": 0.5}, True, "much softer order mask"),
+    "sharpness_1_long": ({"cutoff_sharpness": 1.0}, True, "softer order mask (run 300 steps)"),
     "s_e_init_1.4": ({"s_e_init": 1.4}, True, "bandwidth starts at 1.4 (option)"),
     "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
     "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
