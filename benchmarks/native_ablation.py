@@ -167,6 +167,10 @@ def report(work: Path, out: Path, steps: int) -> dict:
             f = work / "ours_losses.json"
         if f.is_file():
             arms[name] = json.loads(f.read_text())
+    if (work / "ours_losses.json").is_file() and "baseline" in arms:
+        # the 300-step run of native_vs_reference.py (same init, crops and order)
+        arms["baseline_300"] = json.loads((work / "ours_losses.json").read_text())
+    described = {**ARMS, "baseline_300": ({}, True, "baseline, the 300-step run of section 1")}
     oracle_rows = (
         json.loads((work / "oracle.json").read_text()) if (work / "oracle.json").is_file() else []
     )
@@ -184,8 +188,8 @@ def report(work: Path, out: Path, steps: int) -> dict:
         table.append(
             {
                 "arm": name,
-                "change": ARMS[name][2],
-                "overrides": ARMS[name][0],
+                "change": described[name][2],
+                "overrides": described[name][0],
                 "steps": len(loss),
                 "train_loss_last20": sum(loss[-20:]) / len(loss[-20:]),
                 "train_psnr_last20": 10 * math.log10(1 / (sum(loss[-20:]) / len(loss[-20:]))),
@@ -304,10 +308,10 @@ def seam_figure(work: Path, out: Path, arms: list[str], image: int = 0, crop: in
     x = data["val"][image][None].float() / 255.0
     cols = [("ground truth", x)]
     for name in arms:
-        f = work / f"{'ours' if name == 'baseline' else name}_final_state.pt"
+        f = work / f"{'ours' if name == 'baseline_300' else name}_final_state.pt"
         if not f.is_file():
             continue
-        ov = {k: v for k, v in ARMS[name][0].items() if k != "lr"}
+        ov = {k: v for k, v in ARMS.get(name, ({},))[0].items() if k != "lr"}
         rc = RunConfig(
             experiment_id="e",
             run_dir=str(work),
