@@ -43,25 +43,16 @@ ARMS: dict[str, tuple[dict, bool, str]] = {
         True,
         "learning rate x5 with every mode on",
     ),
-    "lr_3e-3": ({"lr": 3e-3}, True, "learning rate x15"),
     "no_adapt_order": ({"adapt_order": False}, True, "p_soft fixed at 16: every mode on"),
-    "p_soft_init_15": ({"p_soft_init": 15.0}, True, "order head starts at 15 (option)"),
     "sharpness_1": ({"cutoff_sharpness": 1.0}, True, "softer order mask"),
     "sharpness_0.5": ({"cutoff_sharpness": 0.5}, True, "much softer order mask"),
     "sharpness_1_long": ({"cutoff_sharpness": 1.0}, True, "softer order mask (run 300 steps)"),
-    "s_e_init_1.4": ({"s_e_init": 1.4}, True, "bandwidth starts at 1.4 (option)"),
-    "cosine": ({"family": "cosine"}, True, "cosine (DCT-like) family"),
     "cosine_s_e_1": ({"family": "cosine", "s_e_init": 1.0}, True, "cosine family at s_e 1"),
     "d_feat_64": ({"d_feat": 64}, False, "feature width /2 (own seeded init)"),
     "cosine_s_e_1_lr_1e-3_no_adapt_order": (
         {"family": "cosine", "s_e_init": 1.0, "adapt_order": False, "lr": 1e-3},
         True,
         "well-conditioned basis (cosine, s_e 1), every mode on, lr 1e-3",
-    ),
-    "cosine_s_e_1_no_adapt_order": (
-        {"family": "cosine", "s_e_init": 1.0, "adapt_order": False},
-        True,
-        "cosine family at s_e 1, every mode on",
     ),
 }
 
