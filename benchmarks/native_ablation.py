@@ -271,7 +271,14 @@ def report(work: Path, out: Path, steps: int) -> dict:
                 sum(loss[max(0, i - k + 1) : i + 1]) / len(loss[max(0, i - k + 1) : i + 1])
                 for i in range(len(loss))
             ]
-            ax.plot([10 * math.log10(1 / v) for v in sm], label=name, lw=1.2)
+            i = list(arms).index(name)
+            ax.plot(
+                [10 * math.log10(1 / v) for v in sm],
+                label=name,
+                lw=1.2,
+                color=plt.cm.tab20(i % 20),
+                ls="-" if i < 10 else "--",
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("training PSNR, dB (10-step running mean of batch MSE)")
         ax.set_title("native global_scalar ablations (same crops, order and init)")
