@@ -185,6 +185,40 @@ class LocalSpectralDecoder(nn.Module):
         log_lo, log_hi = math.log(s_lo), math.log(s_hi)
         return torch.exp(log_lo + (log_hi - log_lo) * torch.sigmoid(self.global_s_raw))
 
+    def set_initial_spectrum(self, s_e: float | None = None, p_soft: float | None = None) -> None:
+        """Start training from bandwidth ``s_e`` and order ``p_soft`` instead of the range
+        midpoints (an option; the reference always starts at the midpoints).
+
+        Sets the raw parameter that maps to the value at the start: ``global_s_raw`` or the
+        head's bias (the head's weights are zero at initialisation, so every patch starts
+        there). Both values must lie strictly inside their ranges; ``fixed_midpoint`` has no
+        trained bandwidth to start elsewhere.
+        """
+
+        def logit(frac: float) -> float:
+            return math.log(frac / (1.0 - frac))
+
+        with torch.no_grad():
+            if s_e is not None:
+                lo, hi = self.basis_cfg.s_e_range
+                if self.bandwidth_mode == "fixed_midpoint":
+                    raise ValueError("s_e init needs a trained bandwidth, not fixed_midpoint")
+                if not lo < s_e < hi:
+                    raise ValueError(f"s_e init {s_e} must lie strictly inside ({lo}, {hi})")
+                if self.bandwidth_mode == "local_linear":
+                    raw = logit((s_e - lo) / (hi - lo))
+                else:  # global_scalar and local_logspace map through log space
+                    raw = logit(math.log(s_e / lo) / math.log(hi / lo))
+                if self.global_s_raw is not None:
+                    self.global_s_raw.fill_(raw)
+                else:
+                    self.adaptivity.proj.bias[0] = raw
+            if p_soft is not None:
+                lo, hi = self.basis_cfg.p_soft_range
+                if not lo < p_soft < hi:
+                    raise ValueError(f"p_soft init {p_soft} must lie strictly inside ({lo}, {hi})")
+                self.adaptivity.proj.bias[1] = logit((p_soft - lo) / (hi - lo))
+
     def spectral_params(
         self, feat_map: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -62,6 +62,9 @@ class RunConfig:
     p_soft_lo: float = 1.0
     p_soft_hi: float = 16.0
     cutoff_sharpness: float = 4.0
+    # start of training (options, not in the reference schema; None = the range midpoints)
+    s_e_init: float | None = None
+    p_soft_init: float | None = None
     # adaptivity
     adapt_bandwidth: bool = True
     adapt_order: bool = True
@@ -222,9 +225,17 @@ def model_config_from_run_config(rc: RunConfig) -> ModelConfig:
 
 def build_model_from_run_config(rc: RunConfig):
     """The native model a RunConfig describes."""
-    return build_model(
+    model = build_model(
         model_config_from_run_config(rc),
         adapt_bandwidth=rc.adapt_bandwidth,
         adapt_order=rc.adapt_order,
         bandwidth_mode=rc.bandwidth_mode,
     )
+    if rc.s_e_init is not None or rc.p_soft_init is not None:
+        if rc.arm != "local_spectral":
+            raise UserInputError("s_e_init / p_soft_init apply to the local_spectral arm only")
+        try:
+            model.decoder.set_initial_spectrum(rc.s_e_init, rc.p_soft_init)
+        except ValueError as e:
+            raise UserInputError(str(e)) from None
+    return model
