@@ -79,14 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--patch-size", type=positive_int, default=32, help="region patch size (default 32)"
     )
-    p.add_argument(
-        "--max-images", type=positive_int, metavar="N", help="first N images of each dataset"
-    )
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        help="also write results.json, results.md and psnr_vs_scale.png here",
-    )
+    p.add_argument("--max-images", type=positive_int, metavar="N", help="first N of each set")
+    p.add_argument("--out", metavar="DIR", help="also write results.json, .md and a plot here")
     add_device_arg(p)
     p.add_argument("--selection", choices=("gumbel", "argmax"), help="GaussianSR kernel choice")
     p.add_argument("--gumbel-seed", type=int, default=0, help="its Gumbel seed (default 0)")
@@ -127,22 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             check_output_path(args.output)
         with progress_bar(PROG) as tick:
+            same = ("protocol", "lr_source", "region_thresholds", "region_threshold_samples")
+            same += ("patch_size", "config", "arm_index", "selection", "gumbel_seed")
             result = run_evaluation(
                 model,
                 args.dataset,
                 args.scale,
-                protocol=args.protocol,
-                lr_source=args.lr_source,
                 device=resolve_device(args.device),
                 lpips=not args.no_lpips,
-                region_thresholds=args.region_thresholds,
-                region_threshold_samples=args.region_threshold_samples,
-                patch_size=args.patch_size,
                 max_images=args.max_images if args.max_images is not None else args.num_val_images,
-                config=args.config,
-                arm_index=args.arm_index,
-                selection=args.selection,
-                gumbel_seed=args.gumbel_seed,
+                **{name: getattr(args, name) for name in same},
                 on_image=tick,
                 note=lambda msg: print(f"{PROG}: note: {msg}", file=sys.stderr),
             )
