@@ -59,15 +59,21 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     return x * 0.5 + 0.5
 
 
-class MLP(nn.Module):
-    """Linear -> ReLU -> ... -> Linear over the last axis; keys ``layers.{0, 2, ...}``."""
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: list[int]):
+
+class MLP(nn.Module):
+    """Linear -> act -> ... -> Linear over the last axis; keys ``layers.{0, 2, ...}``.
+
+    act: "relu" (LIIF / LTE / LMF) or "gelu" (GaussianSR, ContinuousSR: the exact-erf GELU).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: list[int], act: str = "relu"):
         super().__init__()
         layers: list[nn.Module] = []
         last = in_dim
         for width in hidden:
-            layers += [nn.Linear(last, width), nn.ReLU()]
+            layers += [nn.Linear(last, width), _ACTIVATIONS[act]()]
             last = width
         layers.append(nn.Linear(last, out_dim))
         self.layers = nn.Sequential(*layers)

@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from ..errors import UserInputError
 from ..registry import make, register
 from ..representation import Representation, SRModel, check_window
+from ._common import MLP
 from .gaussian_raster import render_gaussians
 
 __all__ = [
     "ContinuousSR",
     "GaussianField",
-    "GELUMLP",
     "gaussian_dictionary",
     "field_means",
     "scaled_cholesky",
@@ -75,23 +75,6 @@ def gaussian_dictionary(
     values, l11 varying slowest) and a zero row, cast to ``dtype``."""
     rows = list(itertools.product(*CHOLESKY_VALUES)) + [(0.0, 0.0, 0.0)]
     return torch.tensor(rows, dtype=torch.float32).to(device=device, dtype=dtype)
-
-
-class GELUMLP(nn.Module):
-    """Linear -> GELU -> ... -> Linear over the last axis; keys ``layers.{0, 2, ...}``."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden: list[int]):
-        super().__init__()
-        layers: list[nn.Module] = []
-        last = in_dim
-        for width in hidden:
-            layers += [nn.Linear(last, width), nn.GELU()]
-            last = width
-        layers.append(nn.Linear(last, out_dim))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 def field_means(offset: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -255,9 +238,9 @@ class ContinuousSR(nn.Module, SRModel):
         self.tile_cap = None if tile_cap is None else int(tile_cap)
         self.weights_licence = weights_licence
         self.conv1 = nn.Conv2d(256, 512, kernel_size=3, padding=1)
-        self.mlp_vector = GELUMLP(3, 512, [256, 512, 512, 512])
-        self.mlp = GELUMLP(256, 3, [512, 1024, 256, 128, 64])
-        self.mlp_offset = GELUMLP(256, 2, [512, 1024, 256, 128, 64])
+        self.mlp_vector = MLP(3, 512, [256, 512, 512, 512], act="gelu")
+        self.mlp = MLP(256, 3, [512, 1024, 256, 128, 64], act="gelu")
+        self.mlp_offset = MLP(256, 2, [512, 1024, 256, 128, 64], act="gelu")
         # The official MLPs start from xavier-uniform weights and zero biases.
         for mlp in (self.mlp_vector, self.mlp, self.mlp_offset):
             for layer in mlp.layers:

@@ -60,16 +60,6 @@ _CHUNK = 4096
 DEFAULT_BUDGET = 64 << 20
 
 
-class GELUMLP(MLP):
-    """The official ``mlp`` with its default GELU (exact erf); keys ``layers.{0, 2, ...}``."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden: list[int]):
-        super().__init__(in_dim, out_dim, hidden)
-        for i, m in enumerate(self.layers):
-            if isinstance(m, nn.ReLU):
-                self.layers[i] = nn.GELU()
-
-
 def gumbel_select(
     logits: torch.Tensor, hard: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -150,7 +140,7 @@ class GaussianSR(SRModel, nn.Module):
         self.coef = nn.Conv2d(c, hidden_dim, 3, padding=1)
         self.freq = nn.Conv2d(c, hidden_dim, 3, padding=1)
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
-        self.dec = GELUMLP(hidden_dim, 3, self.hidden)
+        self.dec = MLP(hidden_dim, 3, self.hidden, act="gelu")
         self.generator: torch.Generator | None = None  # default Gumbel stream (not saved)
 
     def get_config(self) -> dict:
