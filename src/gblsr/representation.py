@@ -186,12 +186,14 @@ class SRModel:
         *,
         max_memory: int | None = None,
         tile: int | None = None,
+        generator: torch.Generator | None = None,
         **render_options: Any,
     ) -> torch.Tensor:
         """Super-resolve lr (B, 3, h, w) in [0, 1] to (B, 3, H, W) (unclamped), without an
         autograd graph. ``tile`` bounds the output pixels rendered at once and ``max_memory``
         (bytes) the transient memory per tile; the result does not depend on either.
-        ``render_options`` are the method's own (e.g. ``cell_clip`` for LIIF-family models)."""
-        return self.encode(lr).render(
-            H, W, max_pixels=tile, max_memory=max_memory, **render_options
-        )
+        ``generator`` drives methods that sample while encoding (GaussianSR's Gumbel kernel
+        choice; their ``encode`` takes it). ``render_options`` are the method's own (e.g.
+        ``cell_clip`` for LIIF-family models)."""
+        rep = self.encode(lr) if generator is None else self.encode(lr, generator=generator)
+        return rep.render(H, W, max_pixels=tile, max_memory=max_memory, **render_options)

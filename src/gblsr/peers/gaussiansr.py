@@ -31,7 +31,6 @@ The scale of a render is ``scale=`` when given, else H / h. Official checkpoints
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -222,24 +221,6 @@ class GaussianSR(SRModel, nn.Module):
         """Training interface: lr (B, 3, h, w), coord/cell (B, Q, 2) (y, x) -> RGB (B, Q, 3) in
         [0, 1] (unclamped). ``scale`` (B,) or a float; by default from the cells."""
         return self.encode(lr).query(coord, cell, scale=scale)
-
-    @torch.no_grad()
-    def predict_full(
-        self,
-        lr: torch.Tensor,
-        H: int,
-        W: int,
-        *,
-        max_memory: int | None = None,
-        tile: int | None = None,
-        generator: torch.Generator | None = None,
-        **render_options: Any,
-    ) -> torch.Tensor:
-        """lr (B, 3, h, w) in [0, 1] -> (B, 3, H, W) (unclamped); ``render_options``:
-        ``scale`` (default H / h)."""
-        return self.encode(lr, generator).render(
-            H, W, max_pixels=tile, max_memory=max_memory, **render_options
-        )
 
 
 class GaussianSRRepresentation(Representation):
