@@ -56,7 +56,8 @@ def scale_factor(text: str) -> float:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports mistakes as UserInputError (one line, exit 2) instead of exiting."""
+    """argparse whose mistakes raise UserInputError: parsed inside ``run_main`` they become one
+    line, ``prog: error: message``, and exit code 2 (plain argparse prints its usage block)."""
 
     def error(self, message: str):  # type: ignore[override]
         raise UserInputError(message)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UserInputError
 from ._common import run_main
+from ._types import ArgumentParser
 
 PROG = "gblsr-convert"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Convert a checkpoint (e.g. an official LIIF, LTE, LTE+, LM-LIIF or LM-LTE "
         ".pth file) into gblsr's safetensors format.",
@@ -56,9 +57,10 @@ def _load_trusted(path: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         from ..checkpoint import load_model, save_model
 
         src, dst = Path(args.input), Path(args.output)

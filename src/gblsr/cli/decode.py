@@ -20,12 +20,13 @@ from ._common import (
     resolve_device,
     run_main,
 )
+from ._types import ArgumentParser
 
 PROG = "gblsr-decode"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         usage="%(prog)s --checkpoint FILE --input BLOB --output IMAGE "
         "[--scale S | --size HxW] [options]",
@@ -41,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         device = resolve_device(args.device)
         size = parse_size(args.size) if args.size else None
         model = load_model_from_args(args, device)

@@ -12,12 +12,13 @@ import sys
 from ..data.image_io import read_image
 from ..inference import encode_image, save_features
 from ._common import add_device_arg, add_model_args, load_model_from_args, resolve_device, run_main
+from ._types import ArgumentParser
 
 PROG = "gblsr-encode"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         usage="%(prog)s --checkpoint FILE --input IMAGE --output BLOB [options]",
         description=__doc__.splitlines()[0],
@@ -30,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         device = resolve_device(args.device)
         image = read_image(args.input)
         model = load_model_from_args(args, device)

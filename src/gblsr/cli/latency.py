@@ -27,12 +27,13 @@ from ._common import (
     resolve_device,
     run_main,
 )
+from ._types import ArgumentParser
 
 PROG = "gblsr-measure-latency"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         usage="%(prog)s --checkpoint FILE [--size HxW] [--scale S] [--device cpu|cuda] [options]",
         description=__doc__.splitlines()[0],
@@ -90,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         from ..inference import parse_size
         from ..latency import LatencyConfig, latency_report, load_for_latency
 

@@ -21,12 +21,13 @@ from ._common import (
     resolve_device,
     run_main,
 )
+from ._types import ArgumentParser
 
 PROG = "gblsr-reconstruct"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         usage="%(prog)s --checkpoint FILE --input IMAGE --output IMAGE "
         "[--scale S | --size HxW] [options]",
@@ -44,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         device = resolve_device(args.device)
         size = parse_size(args.size) if args.size else None
         max_memory = parse_bytes(args.max_memory)

@@ -18,10 +18,11 @@ import argparse
 import sys
 
 from ..errors import UserInputError
+from ._types import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="gblsr-study",
         description="Train, score and time every method of a study under one protocol; "
         "resumable; writes results.json, report.md and figures into the study's output folder.",

@@ -32,7 +32,9 @@ EXIT_DIVERGED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ._types import ArgumentParser  # imports the package: after the OpenMP re-exec
+
+    p = ArgumentParser(
         prog="gblsr-train",
         description="Train GB-LSR models: the arbitrary-scale SR recipe (kind: sr) or native "
         "experiments (reference RunConfig schema). Prints the final checkpoint path last.",

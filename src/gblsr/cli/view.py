@@ -11,12 +11,13 @@ import argparse
 import sys
 
 from ._common import add_device_arg, parse_bytes, positive_float, resolve_device, run_main
+from ._types import ArgumentParser
 
 PROG = "gblsr-view"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         usage="%(prog)s IMAGE [--checkpoint FILE] [--compare bicubic|FILE ...] "
         "[--max-scale 16] [--port N] [--open]",
@@ -49,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
 
     def body() -> int:
+        args = parser.parse_args(argv)
         from ..errors import UserInputError
         from ..viewer import run_viewer
 
