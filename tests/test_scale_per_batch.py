@@ -20,7 +20,6 @@ from gblsr.errors import UserInputError
 from gblsr.training import load_sr_config, sr_config_from_dict, train_sr
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 @pytest.fixture(autouse=True)
@@ -196,19 +195,18 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatc
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "train" / "BSDS400").is_dir(), reason="no shared data")
 @pytest.mark.parametrize(
     "name, sets",
     [
         (
             "peers/gaussiansr_small_cpu.yaml",
-            ["model.args.encoder_cfg={num_blocks: 1, num_features: 8}", "model.args.hidden=[16]",
+            ["model.args.encoder_cfg={num_blocks: 1, num_features: 16}", "model.args.hidden=[16]",
              "model.args.hidden_dim=16", "data.inp_size=12", "data.sample_q=32"],
         ),
         (
             "continuoussr/continuoussr_cnn_cpu.yaml",
             ["model.args.encoder_cfg={base: edsr, base_cfg: {num_blocks: 1, num_features: 8}, "
-             "num_feat: 8}", "data.inp_size=6", "data.scale_max=8.0"],
+             "num_feat: 64}", "data.inp_size=6", "data.scale_max=8.0"],
         ),
     ],
 )  # fmt: skip
@@ -216,9 +214,17 @@ def test_shipped_configs_train_two_steps_with_one_scale_per_batch(
     tmp_path, monkeypatch, name, sets
 ):
     monkeypatch.chdir(REPO)
-    common = ["train.batch_size=2", "train.max_steps=2", "val.datasets=[]", "data.first_k=4",
-              "log.progress=false", "log.tensorboard=false", "device=cpu",
-              f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    common = [
+        "train.batch_size=2",
+        "train.max_steps=2",
+        "val.datasets=[]",
+        "data.image_dirs=[builtin:samples]",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "log.every_steps=1",
+        "device=cpu",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     cfg = load_sr_config(REPO / "configs" / name, [*sets, *common])
     assert cfg.data.scale_per_batch is True
     out = train_sr(cfg)
@@ -228,3 +234,14 @@ def test_shipped_configs_train_two_steps_with_one_scale_per_batch(
     with open(tmp_path / "run" / "train_log.csv") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 2 and all(0 < v < 1 for v in losses)
+
+
+def test_recipes_that_share_a_scale_say_so():
+    for name in ("gaussiansr_edsr_baseline_div2k", "gaussiansr_small_cpu"):
+        cfg = load_sr_config(REPO / "configs" / "peers" / f"{name}.yaml")
+        assert cfg.data.scale_per_batch and cfg.model.args["per_sample_scale"] is False
+    for name in ("continuoussr_hat_div2k", "continuoussr_swinir_div2k", "continuoussr_cnn_cpu"):
+        cfg = load_sr_config(REPO / "configs" / "continuoussr" / f"{name}.yaml")
+        assert cfg.data.scale_per_batch and cfg.data.sample_q is None
+    hat = load_sr_config(REPO / "configs" / "continuoussr" / "continuoussr_hat_div2k.yaml")
+    assert (hat.data.scale_min, hat.data.scale_max) == (4.0, 8.0)
