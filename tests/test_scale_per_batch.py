@@ -245,3 +245,64 @@ def test_recipes_that_share_a_scale_say_so():
         assert cfg.data.scale_per_batch and cfg.data.sample_q is None
     hat = load_sr_config(REPO / "configs" / "continuoussr" / "continuoussr_hat_div2k.yaml")
     assert (hat.data.scale_min, hat.data.scale_max) == (4.0, 8.0)
+
+
+DDP_CONFIG = """
+kind: sr
+seed: 5
+device: cpu
+model:
+  name: gblsr_asr
+  args:
+    encoder_cfg: {num_features: 8, growth_rate: 8, num_rdbs: 1, num_layers_per_rdb: 2}
+    decoder_cfg: {p_max: 3}
+data:
+  image_dirs: [builtin:samples]
+  repeat: 4
+  inp_size: 8
+  scale_min: 1.0
+  scale_max: 3.0
+  sample_q: null
+  scale_per_batch: true
+  num_workers: 0
+val: {datasets: []}
+train: {batch_size: 4, epochs: 2, max_steps: 6}
+optim: {lr: 1.0e-3}
+checkpoint: {every_steps: 0}
+log: {every_steps: 1, progress: false, tensorboard: false}
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_share_the_batch_scale(tmp_path):
+    """Each process collates its half of the batch; only if both halves use the batch's scale
+    do the losses equal one process's."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(DDP_CONFIG)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    train = ["-m", "gblsr.cli.train", "--config", str(cfg), "--run-dir"]
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for cmd in ([*train, str(tmp_path / "one")], [*launch, *train, str(tmp_path / "two")]):
+        done = subprocess.run(
+            [sys.executable, *cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    losses = []
+    for run in ("one", "two"):
+        with open(tmp_path / run / "train_log.csv") as f:
+            losses.append([float(r["loss"]) for r in csv.DictReader(f)])
+    a, b = losses
+    assert len(a) == len(b) == 6
+    worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    assert worst <= 1e-4, f"losses differ by {worst:.2e} (relative)"
