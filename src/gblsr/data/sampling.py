@@ -19,7 +19,14 @@ from torch.utils.data import Sampler
 
 from ..errors import UserInputError
 
-__all__ = ["sample_rng", "split_key", "augment", "ResumableBatchSampler"]
+__all__ = [
+    "sample_rng",
+    "split_key",
+    "batch_step",
+    "batch_scale",
+    "augment",
+    "ResumableBatchSampler",
+]
 
 
 # --------------------------------------------------------------------------- randomness
@@ -35,6 +42,22 @@ def split_key(key: Any) -> tuple[int, int]:
     if isinstance(key, (tuple, list)):
         return int(key[0]), int(key[1])
     return 0, int(key)
+
+
+def batch_step(key: Any) -> int | None:
+    """The global step in a ``(epoch, idx, step)`` key (a sampler with ``step_in_key``)."""
+    if isinstance(key, (tuple, list)) and len(key) > 2:
+        return int(key[2])
+    return None
+
+
+def batch_scale(seed: int, step: int, scale_min: float, scale_max: float) -> float:
+    """The scale every sample of global step ``step`` shares, s ~ U(scale_min, scale_max).
+
+    Four keys, so the stream never coincides with a per-sample ``(seed, epoch, idx)`` one; it
+    depends on (seed, step) only, so every data-parallel rank and a resumed run draw the same.
+    """
+    return float(sample_rng(seed, 0x5CA1E, 0xBA7C, step).uniform(scale_min, scale_max))
 
 
 def augment(tensors: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
@@ -59,6 +82,9 @@ class ResumableBatchSampler(Sampler):
     dropped, so every step sees a full batch). Rank r of ``world_size`` yields the r-th
     contiguous slice of each global batch, so the ranks together see exactly what a single
     process with the same global batch sees.
+
+    ``step_in_key``: keys are ``(epoch, index, global step)`` instead, so a dataset can draw
+    what a whole global batch shares (one scale per batch, :func:`batch_scale`).
     """
 
     def __init__(
@@ -71,6 +97,7 @@ class ResumableBatchSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         total_steps: int | None = None,
+        step_in_key: bool = False,
     ):
         if batch_size < 1:
             raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
@@ -93,6 +120,7 @@ class ResumableBatchSampler(Sampler):
         self.world_size = int(world_size)
         self.total_steps = total_steps
         self.local_batch = self.batch_size // self.world_size
+        self.step_in_key = bool(step_in_key)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -103,13 +131,18 @@ class ResumableBatchSampler(Sampler):
             return np.arange(self.n)
         return sample_rng(self.seed, 0x5EED, epoch).permutation(self.n)
 
-    def global_batch(self, step: int) -> list[tuple[int, int]]:
+    def _keys(self, epoch: int, step: int, idx) -> list[tuple[int, ...]]:
+        if self.step_in_key:
+            return [(epoch, int(i), step) for i in idx]
+        return [(epoch, int(i)) for i in idx]
+
+    def global_batch(self, step: int) -> list[tuple[int, ...]]:
         """All keys of global step ``step`` (every rank's share)."""
         epoch, b = divmod(int(step), self.steps_per_epoch)
         order = self.epoch_order(epoch)
-        return [(epoch, int(i)) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+        return self._keys(epoch, int(step), order[b * self.batch_size : (b + 1) * self.batch_size])
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         step = self.start_step
         cached_epoch, order = -1, None
         while self.total_steps is None or step < self.total_steps:
@@ -117,7 +150,7 @@ class ResumableBatchSampler(Sampler):
             if epoch != cached_epoch:
                 cached_epoch, order = epoch, self.epoch_order(epoch)
             lo = b * self.batch_size + self.rank * self.local_batch
-            yield [(epoch, int(i)) for i in order[lo : lo + self.local_batch]]
+            yield self._keys(epoch, step, order[lo : lo + self.local_batch])
             step += 1
 
     def __len__(self) -> int:

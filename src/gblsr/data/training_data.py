@@ -31,7 +31,14 @@ from torch.utils.data import Dataset
 
 from ..errors import UserInputError
 from .image_io import read_rgb_uint8
-from .sampling import ResumableBatchSampler, augment, sample_rng, split_key
+from .sampling import (
+    ResumableBatchSampler,
+    augment,
+    batch_scale,
+    batch_step,
+    sample_rng,
+    split_key,
+)
 from .sources import (
     BUILTIN_SAMPLES,
     LR_KERNELS,
@@ -222,6 +229,13 @@ class SRImplicitDownsampled(Dataset):
     3. ``augment``: row flip, column flip, transpose, each with p = 0.5 (LIIF's order).
     4. ``sample_q`` HR pixels without replacement (all pixels when None).
 
+    ``scale_per_batch``: step 1's s is drawn once per global batch instead
+    (:func:`~gblsr.data.sampling.batch_scale` of (seed, step); keys must then be
+    ``(epoch, index, step)``, from a sampler with ``step_in_key``). The per-sample draw is still
+    made and discarded, so all other draws (crop position, flips, queries) are unchanged, and a
+    fixed scale (scale_min = scale_max) gives exactly the per-sample samples. With ``inp_size``
+    every HR crop of a batch then has the same size, so whole crops (``sample_q=None``) collate.
+
     Items are dicts: ``inp`` (3, h, w), ``coord`` (Q, 2) cell-centre (y, x) in [-1, 1],
     ``cell`` (Q, 2) = (2 / H_hr, 2 / W_hr), ``gt`` (Q, 3), all float32 in [0, 1].
     ``len`` is ``len(source) * repeat``; index i uses image ``i % len(source)``.
@@ -238,6 +252,7 @@ class SRImplicitDownsampled(Dataset):
         lr_kernel: str = "pil",
         repeat: int = 1,
         seed: int = 0,
+        scale_per_batch: bool = False,
     ):
         if lr_kernel not in LR_KERNELS:
             raise UserInputError(f"unknown lr_kernel {lr_kernel!r}; use one of {LR_KERNELS}")
@@ -264,6 +279,7 @@ class SRImplicitDownsampled(Dataset):
         self.lr_kernel = lr_kernel
         self.repeat = int(repeat)
         self.seed = int(seed)
+        self.scale_per_batch = bool(scale_per_batch)
 
     def __len__(self) -> int:
         return len(self.source) * self.repeat
@@ -280,6 +296,14 @@ class SRImplicitDownsampled(Dataset):
         img = self.source.read(idx % len(self.source))
         rng = sample_rng(self.seed, epoch, idx)
         s = float(rng.uniform(self.scale_min, self.scale_max))
+        if self.scale_per_batch:
+            step = batch_step(key)
+            if step is None:
+                raise UserInputError(
+                    "scale_per_batch needs (epoch, index, step) keys: use a "
+                    "ResumableBatchSampler with step_in_key=True"
+                )
+            s = batch_scale(self.seed, step, self.scale_min, self.scale_max)
         H, W = int(img.shape[-2]), int(img.shape[-1])
         if self.inp_size is not None:
             n = self.inp_size

@@ -206,6 +206,7 @@ def _train_sr(
         lr_kernel=d.lr_kernel,
         repeat=d.repeat,
         seed=cfg.seed,
+        scale_per_batch=d.scale_per_batch,
     )
     probe = ResumableBatchSampler(len(dataset), cfg.train.batch_size, world_size=ctx.world_size)
     spe = probe.steps_per_epoch
@@ -228,6 +229,7 @@ def _train_sr(
             rank=ctx.rank,
             world_size=ctx.world_size,
             total_steps=total,
+            step_in_key=d.scale_per_batch,
         )
         return DataLoader(
             dataset,

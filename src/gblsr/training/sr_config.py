@@ -16,7 +16,8 @@ A run is described by one YAML file (:class:`SRTrainConfig`)::
       inp_size: 48                  # LR patch; HR crop = round(48 s)
       scale_min: 1.0                # s ~ U(scale_min, scale_max)
       scale_max: 4.0
-      sample_q: 2304                # HR query pixels per sample
+      sample_q: 2304                # HR query pixels per sample (null: the whole HR crop)
+      scale_per_batch: false        # true: one s per global batch (whole crops then collate)
       augment: true                 # flips and transpose
       lr_kernel: pil                # pil (LIIF) | matlab (benchmark LR files)
       num_workers: 4
@@ -94,6 +95,7 @@ class SRDataSpec:
     scale_min: float = 1.0
     scale_max: float = 4.0
     sample_q: int | None = 2304
+    scale_per_batch: bool = False
     augment: bool = True
     lr_kernel: str = "pil"
     num_workers: int = 4
@@ -239,6 +241,13 @@ def _validate(cfg: SRTrainConfig) -> None:
         raise UserInputError(
             f"data.image_dirs must be a folder or a list of folders, got {dcfg.image_dirs!r}"
         )
+    if dcfg.sample_q is None and dcfg.scale_min != dcfg.scale_max and dcfg.inp_size is not None:
+        if not dcfg.scale_per_batch and t.batch_size > 1:
+            raise UserInputError(
+                "data.sample_q: null (whole HR crops) with a scale range gives crops of "
+                "different sizes in one batch; set data.scale_per_batch: true (or sample_q, "
+                "or batch_size: 1)"
+            )
     if isinstance(cfg.val.datasets, str):
         cfg.val.datasets = [cfg.val.datasets]
     if t.batch_size < 1 or t.epochs < 1:
