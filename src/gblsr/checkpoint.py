@@ -51,6 +51,13 @@ __all__ = [
 ]
 
 FORMAT = "gblsr.model"
+# ``load_model(DEFAULT_MODEL)`` loads the model shipped inside the package (docs/default-model.md).
+DEFAULT_MODEL = "default"
+
+
+def default_model_path() -> Path:
+    """Where the built-in default model lives inside the installed package."""
+    return Path(__file__).resolve().parent / "assets" / "default_model.safetensors"
 
 
 def model_identity(model: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -394,6 +401,7 @@ def load_model(
 ) -> nn.Module:
     """Load any supported checkpoint as a ready-to-run model (eval mode, on ``device``).
 
+    path:      a checkpoint file, or ``"default"`` for the model shipped with gblsr.
     config:    a RunConfig YAML (reference native checkpoints) or a model YAML/dict
                ``{model: NAME, args: {...}}``; overrides what the file says about itself.
     arm_index: which (arm, seed) run of a RunConfig YAML.
@@ -401,6 +409,10 @@ def load_model(
                state dicts), whether the checkpoint was trained with the local ensemble
                (default True, as in the reference).
     """
+    if isinstance(path, str) and path == DEFAULT_MODEL:
+        path = default_model_path()
+        if not path.is_file():
+            raise CheckpointError("this gblsr has no built-in default model; give --checkpoint")
     sd, info = read_checkpoint(path)
     source = Path(path).name
     arch = cfg = None

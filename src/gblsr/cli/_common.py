@@ -30,6 +30,7 @@ __all__ = [
     "parse_bytes",
     "resolve_device",
     "load_model_from_args",
+    "checkpoint_or_default",
     "positive_float",
     "positive_int",
     "nonneg_int",
@@ -79,11 +80,13 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--checkpoint / --config / --arm-index. Without --checkpoint a command that needs a model
+    (``required``) uses the built-in default model (see :func:`checkpoint_or_default`)."""
+    default = " (default: the built-in default model)" if required else ""
     p.add_argument(
         "--checkpoint",
-        required=required,
-        help="model file: gblsr safetensors (self-describing), or a reference .pt/.safetensors "
-        "state dict",
+        help="model file: gblsr safetensors (self-describing), an official or reference "
+        f"checkpoint{default}",
     )
     p.add_argument(
         "--config",
@@ -98,10 +101,22 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
-def load_model_from_args(args: argparse.Namespace, device: torch.device):
+def checkpoint_or_default(args: argparse.Namespace, prog: str) -> str:
+    """``--checkpoint``, or the built-in default model, said in one line on stderr."""
+    if args.checkpoint:
+        return args.checkpoint
+    print(
+        f"{prog}: no --checkpoint given: using the built-in default model (docs/default-model.md)",
+        file=sys.stderr,
+    )
+    return "default"
+
+
+def load_model_from_args(args: argparse.Namespace, device: torch.device, prog: str = "gblsr"):
     from ..checkpoint import load_model
 
-    return load_model(args.checkpoint, device=device, config=args.config, arm_index=args.arm_index)
+    path = checkpoint_or_default(args, prog)
+    return load_model(path, device=device, config=args.config, arm_index=args.arm_index)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         device = resolve_device(args.device)
         image = read_image(args.input)
-        model = load_model_from_args(args, device)
+        model = load_model_from_args(args, device, PROG)
         enc = encode_image(model, image)
         save_features(model, enc, args.output)
         h, w = image.size

@@ -18,6 +18,7 @@ from ._common import (
     ArgumentParser,
     add_device_arg,
     add_model_args,
+    checkpoint_or_default,
     positive_int,
     progress_bar,
     resolve_device,
@@ -109,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.model and args.checkpoint:
             raise UserInputError("give either --model or --checkpoint, not both")
-        model = args.checkpoint or args.model
-        if not model:
-            raise UserInputError(
-                "nothing to evaluate: give --model bicubic|bilinear|nearest|FILE or "
-                "--checkpoint FILE"
-            )
+        model = args.model or checkpoint_or_default(args, PROG)
         # Unwritable outputs are refused before the (long) evaluation.
         if args.out:
             check_output_dir(args.out)

@@ -21,6 +21,7 @@ from ..fileio import check_output_path, write_text_atomic
 from ._common import (
     add_device_arg,
     add_model_args,
+    checkpoint_or_default,
     nonneg_int,
     positive_float,
     positive_int,
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if args.output:  # refused before the (long) measurement
             check_output_path(args.output)
-        model = load_for_latency(args.checkpoint, args.config, args.arm_index, device)
+        path = checkpoint_or_default(args, PROG)
+        model = load_for_latency(path, args.config, args.arm_index, device)
         h, w = parse_size(args.size) if args.size else (None, None)
         cfg = LatencyConfig(
             n_warmup=args.warmup,

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         size = parse_size(args.size) if args.size else None
         max_memory = parse_bytes(args.max_memory)
         image = read_image(args.input)
-        model = load_model_from_args(args, device)
+        model = load_model_from_args(args, device, PROG)
         enc = encode_image(model, image)
         H, W = write_decoded(
             model,

@@ -19,8 +19,10 @@ __all__ = ["default_checkpoint", "build_views", "run_viewer"]
 
 
 def default_checkpoint() -> str | None:
-    """The model used when no --checkpoint is given; None until a built-in default ships."""
-    return None
+    """The model used when no --checkpoint is given: the built-in default, when installed."""
+    from ..checkpoint import DEFAULT_MODEL, default_model_path
+
+    return DEFAULT_MODEL if default_model_path().is_file() else None
 
 
 @torch.no_grad()
