@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ import torch.nn.functional as F
 from ._version import __version__
 from .checkpoint import model_identity
 from .data.image_io import ImageData, to_uint8
+from .encoder_tiles import DEFAULT_ENCODER_OVERLAP, tiled_encoding
 from .errors import CheckpointError, UserInputError
-from .feasibility import MIN_TILE_BYTES, check_image_output, reserved_bytes
+from .feasibility import MIN_TILE_BYTES, check_image_output, plan_encoder_tile, reserved_bytes
 from .fileio import atomic_write
 from .representation import SRModel
 
@@ -124,12 +126,36 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def encode_image(model: nn.Module, image: ImageData) -> EncodedImage:
-    """Run the encoder on one image."""
+def encode_image(
+    model: nn.Module,
+    image: ImageData,
+    *,
+    encoder_tile: int | None = None,
+    encoder_overlap: int = DEFAULT_ENCODER_OVERLAP,
+    max_memory: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EncodedImage:
+    """Run the encoder on one image.
+
+    ``encoder_tile``: encode in tiles of this many input pixels with ``encoder_overlap`` pixels
+    of context (:mod:`gblsr.encoder_tiles`). Without it, when ``max_memory`` is given and the
+    encoder's estimated working set for the whole image exceeds it, a tile that fits is chosen
+    (:func:`gblsr.feasibility.plan_encoder_tile`) and ``log`` is told so in one line."""
     x = image.rgb.unsqueeze(0).to(_device_of(model))
     task = getattr(model, "task", None)
     if isinstance(model, SRModel):
-        state, pad_info = model.encode_state(x), None
+        if encoder_tile is None and max_memory is not None:
+            encoder = getattr(model, "encoder", None)
+            if isinstance(encoder, nn.Module):
+                encoder_tile, note = plan_encoder_tile(
+                    encoder, *image.size, max_memory, encoder_overlap
+                )
+                if note is not None and log is not None:
+                    log(note)
+        with tiled_encoding(model, encoder_tile, encoder_overlap):
+            state, pad_info = model.encode_state(x), None
+    elif encoder_tile is not None:
+        raise UserInputError(f"{type(model).__name__} cannot encode in tiles (--encoder-tile)")
     elif task == "reconstruction":
         feat, pad_info = model.encode(x)
         state = {"features": feat}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..encoder_tiles import DEFAULT_ENCODER_OVERLAP
 from ..errors import UserInputError
 from ..inference import parse_bytes
 from ..runtime import resolve_device
@@ -80,6 +81,38 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
         metavar="PIXELS",
         help="at most this many output pixels per band (default: as many as --max-memory allows)",
     )
+
+
+def add_encoder_tiling_args(p: argparse.ArgumentParser, max_memory: bool = False) -> None:
+    """--encoder-tile / --encoder-overlap (and, for commands that only encode, --max-memory)."""
+    if max_memory:
+        p.add_argument(
+            "--max-memory",
+            default="1G",
+            metavar="SIZE",
+            help="working memory for the encoder, beyond the model and the encoded map (e.g. "
+            "512M, 4G; default 1G); a larger input is encoded in tiles",
+        )
+    p.add_argument(
+        "--encoder-tile",
+        type=int,
+        metavar="PIXELS",
+        help="run the encoder on tiles of this many input pixels a side (default: the whole "
+        "image, or tiles chosen automatically when it would not fit --max-memory)",
+    )
+    p.add_argument(
+        "--encoder-overlap",
+        type=int,
+        default=DEFAULT_ENCODER_OVERLAP,
+        metavar="PIXELS",
+        help="input pixels of context around each encoder tile (default "
+        f"{DEFAULT_ENCODER_OVERLAP}; a convolutional encoder is exact once it covers its "
+        "receptive field)",
+    )
+
+
+def stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
