@@ -148,3 +148,16 @@ def test_cli_encoder_tiling_end_to_end(tmp_path, capsys):
     a = load_file(tmp_path / "a.safetensors")
     b = load_file(tmp_path / "b.safetensors")
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_upsampled4_estimate_keeps_continuoussr_untiled_at_256():
+    from gblsr.encoders.tiling import encoder_bytes_per_pixel
+    from gblsr.encoders.upsampled import UpsampledEncoder
+
+    with torch.device("meta"):
+        enc = UpsampledEncoder(base_cfg={"num_blocks": 1, "num_features": 8})
+    # 3 x 16 maps of 64 float32 channels + the EDSR base's 8 maps of 8 channels.
+    assert encoder_bytes_per_pixel(enc) == 3 * 16 * 64 * 4 + 8 * 8 * 4
+    # Measured peak growth of this encoder's forward at 256 x 256 on CPU: 633 MB, under 1 GiB.
+    assert plan_encoder_tile(enc, 256, 256, 1 << 30, 16) == (None, None)
+    assert plan_encoder_tile(enc, 512, 512, 1 << 30, 16)[0] is not None
