@@ -161,3 +161,32 @@ def test_upsampled4_estimate_keeps_continuoussr_untiled_at_256():
     # Measured peak growth of this encoder's forward at 256 x 256 on CPU: 633 MB, under 1 GiB.
     assert plan_encoder_tile(enc, 256, 256, 1 << 30, 16) == (None, None)
     assert plan_encoder_tile(enc, 512, 512, 1 << 30, 16)[0] is not None
+
+
+@pytest.mark.parametrize(
+    "name,argv,passive",
+    [
+        ("reconstruct", ["gblsr-reconstruct", "--help"], True),
+        ("gblsr", ["gblsr", "encode", "--help"], True),
+        ("measure_latency", ["gblsr-measure-latency", "--help"], False),
+    ],
+)
+def test_commands_wait_passively(monkeypatch, capsys, name, argv, passive):
+    import gblsr_entry
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr("sys.argv", argv)
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit):
+            gblsr_entry.run(name)
+    finally:  # run() installs the commands' handlers; give pytest its own back
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    capsys.readouterr()
+    import os
+
+    assert (os.environ.get("OMP_WAIT_POLICY") == "PASSIVE") is passive
