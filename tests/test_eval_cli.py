@@ -190,7 +190,6 @@ def test_out_dir_reports(tmp_path, capsys):
         (["--model", "{bad}", "--dataset", "{d}"], "checkpoint"),
         (["--checkpoint", "/nonexistent/model.safetensors", "--dataset", "{d}"], "not found"),
         (["--model", "bicubic"], "--dataset"),
-        (["--dataset", "{d}"], "--model"),
         (["--model", "bicubic", "--dataset", "{d}", "--frobnicate"], "unrecognized"),
     ],
 )

@@ -108,7 +108,7 @@ LAYERS = [
         "foundation",
         ("gblsr._version", "gblsr.errors", "gblsr.fileio", "gblsr.geometry", "gblsr.runtime"),
     ),
-    ("foundation", ("gblsr.representation",)),
+    ("foundation", ("gblsr.encoder_tiles", "gblsr.representation")),
     ("data and metrics", ("gblsr.data", "gblsr.metrics")),
     ("registry", ("gblsr.registry",)),
     ("methods", ("gblsr.models", "gblsr.encoders", "gblsr.asr", "gblsr.peers")),
@@ -117,6 +117,7 @@ LAYERS = [
         "inference and evaluation",
         (
             "gblsr.inference",
+            "gblsr.features",
             "gblsr.feasibility",
             "gblsr.evaluation",
             "gblsr.latency",

@@ -182,7 +182,6 @@ def test_cli_user_errors_exit_2(ckpts, capsys, tmp_path):
         ["--checkpoint", ckpts["asr"], "--size", "3by4"],
         ["--checkpoint", ckpts["asr"], "--cuda-graphs", "--device", "cpu"],
         ["--checkpoint", str(tmp_path / "missing.safetensors")],
-        ["--device", "cpu"],
     ]
     for argv in cases:
         code, out, err = _run_cli([*argv, "--timed", "1", "--warmup", "0"], capsys)

@@ -9,9 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _lengths(folder: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in folder.rglob("*.py")
-    }
+    return {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in folder.rglob("*.py")}
 
 
 def test_cli_modules_are_thin():

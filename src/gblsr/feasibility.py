@@ -12,6 +12,12 @@ A requested output is refused, with one line that says what would fit, when
 
 :func:`reserved_bytes` is the part of the budget that is not the render tiles; the renderer
 sizes its tiles within what is left, so the plan and the rendering agree.
+
+Encoding comes first and is planned on its own (:func:`plan_encoder_tile`): its working set is
+freed before rendering starts, so it may use the whole budget. When the encoder's estimated
+working set for the whole input (``encoder_bytes_per_pixel`` x input pixels) exceeds
+``--max-memory``, the input is encoded in tiles sized by ``encoder_tile_for_budget``. Like
+rendering's budget, this excludes the model and the encoded map itself, which are held whole.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from .encoder_tiles import encoder_bytes_per_pixel, encoder_tile_for_budget
 from .errors import UserInputError
 
 __all__ = [
@@ -31,6 +38,8 @@ __all__ = [
     "check_image_output",
     "check_tensor_memory",
     "available_memory",
+    "encoder_working_set",
+    "plan_encoder_tile",
 ]
 
 # Largest side, in pixels, of the formats gblsr writes.
@@ -204,3 +213,32 @@ def check_tensor_memory(
         f"{what} needs {_size(nbytes)}, over the {_size(free)} free on {device}"
         + (f"; {hint}" if hint else "")
     )
+
+
+def encoder_working_set(encoder, h: int, w: int, tile: int | None = None, overlap: int = 0) -> int:
+    """Estimated peak bytes of running ``encoder`` on an h x w input, whole (``tile`` None) or
+    in ``tile`` x ``tile`` cores with ``overlap`` pixels of context (every tile input is then
+    min(side, tile + 2 overlap) a side)."""
+    if tile is not None:
+        h, w = min(h, tile + 2 * overlap), min(w, tile + 2 * overlap)
+    return encoder_bytes_per_pixel(encoder) * h * w
+
+
+def plan_encoder_tile(
+    encoder, h: int, w: int, max_memory: int, overlap: int
+) -> tuple[int | None, str | None]:
+    """(tile, note): tile None when the whole h x w input fits ``max_memory`` bytes of encoder
+    working memory; otherwise the largest tile that fits (one window at least) and a one-line
+    note saying why it was chosen."""
+    whole = encoder_working_set(encoder, h, w)
+    if whole <= max_memory:
+        return None, None
+    tile = encoder_tile_for_budget(encoder, max_memory, overlap=overlap)
+    need = encoder_working_set(encoder, h, w, tile, overlap)
+    note = (
+        f"encoding the {h}x{w} input in tiles of {tile} px (overlap {overlap}): the encoder "
+        f"needs about {_size(whole)} whole, over the {_size(max_memory)} of --max-memory"
+        + ("" if need <= max_memory else f" (even one tile needs {_size(need)})")
+        + "; --encoder-tile chooses the tile"
+    )
+    return tile, note

@@ -1,22 +1,16 @@
-"""Running a model on one image: output sizes, encode / decode, alpha handling, feature blobs.
+"""Running a model on one image: output sizes, encode / decode, alpha handling, streamed output.
 
 ``reconstruct_image`` is ``decode_features(encode_image(...))``, so a feature blob written by
 ``gblsr-encode`` and decoded by ``gblsr-decode`` gives exactly what ``gblsr-reconstruct`` gives.
 
-A feature blob is a safetensors file:
-    tensors  ``state.<name>``: what the model's ``encode_state`` returns (float32; e.g.
-             ``state.features`` (1, D, h, w), the encoder output of GB-LSR), ``alpha`` (1, H, W)
-             uint8 if the image had transparency
-    metadata format "gblsr.features", gblsr_version, architecture, model_sha256 (fingerprint of
-             the weights and config that made it), task, input_h, input_w, pad_info (JSON)
+Feature blobs (an encoded image on disk) are :mod:`gblsr.features`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +19,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._version import __version__
-from .checkpoint import model_identity
 from .data.image_io import ImageData, to_uint8
-from .errors import CheckpointError, UserInputError
-from .feasibility import MIN_TILE_BYTES, check_image_output, reserved_bytes
+from .encoder_tiles import DEFAULT_ENCODER_OVERLAP, tiled_encoding
+from .errors import UserInputError
+from .feasibility import MIN_TILE_BYTES, check_image_output, plan_encoder_tile, reserved_bytes
 from .fileio import atomic_write
 from .representation import SRModel
 
 __all__ = [
-    "FEATURES_FORMAT",
     "DEFAULT_MAX_MEMORY",
     "EncodedImage",
     "output_size",
@@ -42,16 +34,12 @@ __all__ = [
     "parse_bytes",
     "render_bands",
     "write_decoded",
-    "model_fingerprint",
     "encode_image",
     "decode_features",
     "reconstruct_image",
-    "save_features",
-    "load_features",
     "resize_alpha",
 ]
 
-FEATURES_FORMAT = "gblsr.features"
 
 # Working memory the renderer of an arbitrary-scale model may use on top of the model and its
 # coefficients when writing an image (see --max-memory); a PNG is written band by band within it.
@@ -91,16 +79,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the architecture, its config and every weight: equal iff same model."""
-    arch, config = model_identity(model)
-    digest = hashlib.sha256(json.dumps([arch, config], sort_keys=True).encode())
-    for name, t in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class EncodedImage:
     """What decoding needs: the model's encoded tensors plus the geometry of the input.
@@ -124,12 +102,36 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def encode_image(model: nn.Module, image: ImageData) -> EncodedImage:
-    """Run the encoder on one image."""
+def encode_image(
+    model: nn.Module,
+    image: ImageData,
+    *,
+    encoder_tile: int | None = None,
+    encoder_overlap: int = DEFAULT_ENCODER_OVERLAP,
+    max_memory: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EncodedImage:
+    """Run the encoder on one image.
+
+    ``encoder_tile``: encode in tiles of this many input pixels with ``encoder_overlap`` pixels
+    of context (:mod:`gblsr.encoder_tiles`). Without it, when ``max_memory`` is given and the
+    encoder's estimated working set for the whole image exceeds it, a tile that fits is chosen
+    (:func:`gblsr.feasibility.plan_encoder_tile`) and ``log`` is told so in one line."""
     x = image.rgb.unsqueeze(0).to(_device_of(model))
     task = getattr(model, "task", None)
     if isinstance(model, SRModel):
-        state, pad_info = model.encode_state(x), None
+        if encoder_tile is None and max_memory is not None:
+            encoder = getattr(model, "encoder", None)
+            if isinstance(encoder, nn.Module):
+                encoder_tile, note = plan_encoder_tile(
+                    encoder, *image.size, max_memory, encoder_overlap
+                )
+                if note is not None and log is not None:
+                    log(note)
+        with tiled_encoding(model, encoder_tile, encoder_overlap):
+            state, pad_info = model.encode_state(x), None
+    elif encoder_tile is not None:
+        raise UserInputError(f"{type(model).__name__} cannot encode in tiles (--encoder-tile)")
     elif task == "reconstruction":
         feat, pad_info = model.encode(x)
         state = {"features": feat}
@@ -376,124 +378,3 @@ def reconstruct_image(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """encode + decode of one image; (rgb (3, H, W) in [0, 1], alpha (1, H, W) or None)."""
     return decode_features(model, encode_image(model, image), scale=scale, size=size)
-
-
-def save_features(model: nn.Module, enc: EncodedImage, path: str | os.PathLike) -> Path:
-    """Write a feature blob (atomically) that only this model will decode."""
-    from safetensors.torch import save_file
-
-    arch, _ = model_identity(model)
-    tensors = {f"state.{k}": v.detach().cpu().contiguous() for k, v in enc.state.items()}
-    if enc.alpha is not None:
-        tensors["alpha"] = to_uint8(enc.alpha).contiguous()
-    meta = {
-        "format": FEATURES_FORMAT,
-        "gblsr_version": __version__,
-        "architecture": arch,
-        "model_sha256": model_fingerprint(model),
-        "task": enc.task,
-        "input_h": str(enc.input_size[0]),
-        "input_w": str(enc.input_size[1]),
-        "pad_info": json.dumps(enc.pad_info),
-    }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def load_features(path: str | os.PathLike, model: nn.Module) -> EncodedImage:
-    """Read a feature blob, refusing one written by another model."""
-    from .checkpoint import read_checkpoint
-
-    tensors, meta = read_checkpoint(path)
-    name = Path(path).name
-    state = {k[len("state.") :]: v.float() for k, v in tensors.items() if k.startswith("state.")}
-    if meta.get("format") != FEATURES_FORMAT or not state:
-        raise CheckpointError(f"{name} is not a gblsr feature blob (make one with gblsr-encode)")
-    if meta.get("model_sha256") != model_fingerprint(model):
-        raise CheckpointError(
-            f"{name} was encoded by another model ({meta.get('architecture', '?')}, "
-            f"fingerprint {meta.get('model_sha256', '?')[:12]}); decode it with that checkpoint"
-        )
-    try:
-        size = (int(meta["input_h"]), int(meta["input_w"]))
-        pad_info = json.loads(meta.get("pad_info", "null"))
-    except (KeyError, ValueError):
-        raise CheckpointError(f"damaged metadata in feature blob {name}") from None
-    alpha = tensors.get("alpha")
-    raw_state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
-    _check_blob(model, raw_state, size, meta.get("task", ""), alpha, name)
-    return EncodedImage(
-        state=state,
-        input_size=size,
-        task=meta.get("task", ""),
-        pad_info=pad_info,
-        alpha=None if alpha is None else alpha.float() / 255.0,
-        meta=meta,
-    )
-
-
-# Probe input for checking a blob's tensors against what the model's encoder makes.
-_PROBE = (16, 24)
-
-
-def _check_blob(
-    model: nn.Module,
-    state: dict[str, torch.Tensor],
-    size: tuple[int, int],
-    task: str,
-    alpha: torch.Tensor | None,
-    name: str,
-) -> None:
-    """A feature blob's metadata, tensors and model checked against each other before use:
-    the task, the claimed input size, the state tensors' names, dtypes, channels and spatial
-    sizes (against the model's own encoding of a small probe image), the alpha plane."""
-
-    def bad(why: str) -> CheckpointError:
-        return CheckpointError(f"damaged feature blob {name}: {why}")
-
-    h, w = size
-    if not (1 <= h <= 1 << 20 and 1 <= w <= 1 << 20):
-        raise bad(f"input size {h}x{w} is out of range")
-    own_task = getattr(model, "task", None)
-    if task != own_task:
-        raise bad(f"task {task!r}, but the model's is {own_task!r}")
-    for k, v in state.items():
-        if not v.is_floating_point():
-            raise bad(f"state.{k} has dtype {v.dtype}, not floating point")
-    if alpha is not None and (alpha.dtype != torch.uint8 or tuple(alpha.shape) != (1, h, w)):
-        raise bad(
-            f"alpha is {tuple(alpha.shape)} {alpha.dtype}, expected (1, {h}, {w}) uint8 for the "
-            f"claimed {h}x{w} input"
-        )
-    if not isinstance(model, SRModel):
-        feat = state.get("features")
-        if feat is None or feat.dim() != 4 or feat.shape[0] != 1:
-            raise bad("a native blob holds one (1, D, nH, nW) features tensor")
-        if feat.shape[2] > h or feat.shape[3] > w:
-            raise bad(f"features {tuple(feat.shape)} exceed the claimed {h}x{w} input")
-        return
-    ph, pw = _PROBE
-    with torch.no_grad():
-        probe = model.encode_state(torch.zeros(1, 3, ph, pw, device=_device_of(model)))
-    if set(probe) != set(state):
-        raise bad(f"holds {sorted(state)}, the model encodes {sorted(probe)}")
-    for k, ref in probe.items():
-        got = state[k]
-        shape = f"state.{k} {tuple(got.shape)}"
-        if got.dim() != ref.dim():
-            raise bad(f"{shape} has {got.dim()} dimensions, the model makes {ref.dim()}")
-        if ref.dim() < 3:
-            if got.shape != ref.shape:
-                raise bad(f"{shape}, the model makes {tuple(ref.shape)}")
-            continue
-        if tuple(got.shape[:-2]) != tuple(ref.shape[:-2]):
-            raise bad(f"{shape}: the model makes {tuple(ref.shape[:-2])} leading (channels)")
-        # Spatial sizes scale with the input as in the probe (to within rounding and padding).
-        for n_in, n_probe, n_ref, n_got in zip(
-            (h, w), (ph, pw), ref.shape[-2:], got.shape[-2:], strict=True
-        ):
-            expect = n_in * n_ref / n_probe
-            if abs(n_got - expect) > max(2.0, n_ref / n_probe * 2):
-                raise bad(
-                    f"{shape} does not fit the claimed {h}x{w} input (expected about "
-                    f"{round(expect)} for this axis)"
-                )

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .encoder_tiles import DEFAULT_ENCODER_OVERLAP, tiled_encoding
+
 __all__ = ["Representation", "SRModel", "DEFAULT_RENDER_BUDGET", "check_window"]
 
 # Transient bytes per tile when neither max_pixels nor max_memory is given.
@@ -187,13 +189,19 @@ class SRModel:
         max_memory: int | None = None,
         tile: int | None = None,
         generator: torch.Generator | None = None,
+        encoder_tile: int | None = None,
+        encoder_overlap: int = DEFAULT_ENCODER_OVERLAP,
         **render_options: Any,
     ) -> torch.Tensor:
         """Super-resolve lr (B, 3, h, w) in [0, 1] to (B, 3, H, W) (unclamped), without an
         autograd graph. ``tile`` bounds the output pixels rendered at once and ``max_memory``
         (bytes) the transient memory per tile; the result does not depend on either.
         ``generator`` drives methods that sample while encoding (GaussianSR's Gumbel kernel
-        choice; their ``encode`` takes it). ``render_options`` are the method's own (e.g.
+        choice; their ``encode`` takes it). ``encoder_tile`` (opt-in) runs the encoder on
+        ``encoder_tile``-pixel input tiles with ``encoder_overlap`` pixels of context (see
+        :mod:`gblsr.encoder_tiles`: exact for convolutional encoders whose receptive field the
+        overlap covers, close otherwise). ``render_options`` are the method's own (e.g.
         ``cell_clip`` for LIIF-family models)."""
-        rep = self.encode(lr) if generator is None else self.encode(lr, generator=generator)
+        with tiled_encoding(self, encoder_tile, encoder_overlap):
+            rep = self.encode(lr) if generator is None else self.encode(lr, generator=generator)
         return rep.render(H, W, max_pixels=tile, max_memory=max_memory, **render_options)

@@ -68,7 +68,7 @@ def run(name: str) -> int:
         # Inside the try: a signal right after its handler is installed is caught below too.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _handler)
-        if name == "train" or (name == "gblsr" and sys.argv[1:2] == ["train"]):
+        if name in _PASSIVE or (name == "gblsr" and sys.argv[1:2] and sys.argv[1] in _PASSIVE):
             _passive_openmp()
         code = importlib.import_module(module).main()
     except KeyboardInterrupt as e:
@@ -89,11 +89,16 @@ def _say(line: str) -> None:
         pass
 
 
+# Commands that do long CPU work (not measure-latency, whose protocol keeps torch's defaults).
+_PASSIVE = frozenset({"train", "eval", "reconstruct", "encode", "decode", "study"})
+
+
 def _passive_openmp() -> None:
-    """gblsr-train: OpenMP threads busy-wait by default, which slows training several times on
-    a CPU shared with other work; the policy is read when torch loads OpenMP, which has not
-    happened yet here. Set OMP_WAIT_POLICY yourself (e.g. ACTIVE) to keep another policy;
-    torchrun workers are left alone."""
+    """OpenMP threads busy-wait by default, which slows work several times on a CPU shared with
+    other work (training; rendering a 64-row band of a 16384-wide ContinuousSR output on 2
+    busy cores: 6-7 s with busy-waiting, 0.6-0.8 s without); the policy is read when torch
+    loads OpenMP, which has not happened yet here. Set OMP_WAIT_POLICY yourself (e.g. ACTIVE)
+    to keep another policy; torchrun workers are left alone."""
     if not os.environ.get("OMP_WAIT_POLICY") and "WORLD_SIZE" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 

@@ -8,10 +8,10 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
-import torch
-
+from ..encoder_tiles import DEFAULT_ENCODER_OVERLAP
 from ..inference import parse_bytes
 from ..runtime import resolve_device
+from ._model import add_model_args, checkpoint_or_default, load_model_from_args
 from ._run import EXIT_USER_ERROR, run_main
 from ._types import (
     ArgumentParser,
@@ -79,44 +79,36 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--checkpoint / --config / --arm-index. Without --checkpoint a command that needs a model
-    (``required``) uses the built-in default model (see :func:`checkpoint_or_default`)."""
-    default = " (default: the built-in default model)" if required else ""
+def add_encoder_tiling_args(p: argparse.ArgumentParser, max_memory: bool = False) -> None:
+    """--encoder-tile / --encoder-overlap (and, for commands that only encode, --max-memory)."""
+    if max_memory:
+        p.add_argument(
+            "--max-memory",
+            default="1G",
+            metavar="SIZE",
+            help="working memory for the encoder, beyond the model and the encoded map (e.g. "
+            "512M, 4G; default 1G); a larger input is encoded in tiles",
+        )
     p.add_argument(
-        "--checkpoint",
-        help="model file: gblsr safetensors (self-describing), an official or reference "
-        f"checkpoint{default}",
-    )
-    p.add_argument(
-        "--config",
-        help="RunConfig YAML of a reference native checkpoint, or a model YAML "
-        "(model: NAME, args: {...}); not needed for gblsr files",
-    )
-    p.add_argument(
-        "--arm-index",
+        "--encoder-tile",
         type=int,
-        default=0,
-        help="with a RunConfig YAML: which (arm, seed) run, in arms x seeds order (default 0)",
+        metavar="PIXELS",
+        help="run the encoder on tiles of this many input pixels a side (default: the whole "
+        "image, or tiles chosen automatically when it would not fit --max-memory)",
+    )
+    p.add_argument(
+        "--encoder-overlap",
+        type=int,
+        default=DEFAULT_ENCODER_OVERLAP,
+        metavar="PIXELS",
+        help="input pixels of context around each encoder tile (default "
+        f"{DEFAULT_ENCODER_OVERLAP}; a convolutional encoder is exact once it covers its "
+        "receptive field)",
     )
 
 
-def checkpoint_or_default(args: argparse.Namespace, prog: str) -> str:
-    """``--checkpoint``, or the built-in default model, said in one line on stderr."""
-    if args.checkpoint:
-        return args.checkpoint
-    print(
-        f"{prog}: no --checkpoint given: using the built-in default model (docs/default-model.md)",
-        file=sys.stderr,
-    )
-    return "default"
-
-
-def load_model_from_args(args: argparse.Namespace, device: torch.device, prog: str = "gblsr"):
-    from ..checkpoint import load_model
-
-    path = checkpoint_or_default(args, prog)
-    return load_model(path, device=device, config=args.config, arm_index=args.arm_index)
+def stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

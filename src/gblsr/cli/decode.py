@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..inference import load_features, parse_size, write_decoded
+from ..features import load_features
+from ..inference import parse_size, write_decoded
 from ._common import (
     add_device_arg,
     add_model_args,

@@ -10,8 +10,18 @@ import argparse
 import sys
 
 from ..data.image_io import read_image
-from ..inference import encode_image, save_features
-from ._common import add_device_arg, add_model_args, load_model_from_args, resolve_device, run_main
+from ..features import save_features
+from ..inference import encode_image
+from ._common import (
+    add_device_arg,
+    add_encoder_tiling_args,
+    add_model_args,
+    load_model_from_args,
+    parse_bytes,
+    resolve_device,
+    run_main,
+    stderr_line,
+)
 from ._types import ArgumentParser
 
 PROG = "gblsr-encode"
@@ -27,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="input image")
     p.add_argument("--output", required=True, help="feature blob to write (.safetensors)")
     add_device_arg(p)
+    add_encoder_tiling_args(p, max_memory=True)
     return p
 
 
@@ -36,9 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         args = parser.parse_args(argv)
         device = resolve_device(args.device)
+        max_memory = parse_bytes(args.max_memory)
         image = read_image(args.input)
         model = load_model_from_args(args, device, PROG)
-        enc = encode_image(model, image)
+        enc = encode_image(
+            model,
+            image,
+            encoder_tile=args.encoder_tile,
+            encoder_overlap=args.encoder_overlap,
+            max_memory=max_memory,
+            log=stderr_line,
+        )
         save_features(model, enc, args.output)
         h, w = image.size
         n_bytes = sum(t.numel() * t.element_size() for t in enc.state.values())

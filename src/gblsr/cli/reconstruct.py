@@ -13,6 +13,7 @@ from ..data.image_io import read_image
 from ..inference import encode_image, parse_size, write_decoded
 from ._common import (
     add_device_arg,
+    add_encoder_tiling_args,
     add_model_args,
     add_output_size_args,
     add_render_args,
@@ -20,6 +21,7 @@ from ._common import (
     parse_bytes,
     resolve_device,
     run_main,
+    stderr_line,
 )
 from ._types import ArgumentParser
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output image; format from the extension")
     add_output_size_args(p)
     add_device_arg(p)
+    add_encoder_tiling_args(p)
     add_render_args(p)
     return p
 
@@ -54,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         max_memory = parse_bytes(args.max_memory)
         image = read_image(args.input)
         model = load_model_from_args(args, device, PROG)
-        enc = encode_image(model, image)
+        enc = encode_image(
+            model,
+            image,
+            encoder_tile=args.encoder_tile,
+            encoder_overlap=args.encoder_overlap,
+            max_memory=max_memory,
+            log=stderr_line,
+        )
         H, W = write_decoded(
             model,
             enc,

@@ -1,0 +1,64 @@
+"""The built-in default model: shipped inside the package, self-describing, used when a command
+gets no --checkpoint, and better than bicubic on Set5 (the full bar is in docs/default-model.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+import gblsr
+from gblsr.asr import GBLSRScalarASR
+from gblsr.checkpoint import default_model_path
+from gblsr.cli.reconstruct import main as reconstruct_main
+
+
+def _extra() -> dict:
+    with safe_open(str(default_model_path()), "pt") as f:
+        return json.loads(f.metadata()["extra"])
+
+
+def test_default_model_is_shipped_small_and_describes_itself():
+    path = default_model_path()
+    assert path.is_file()
+    assert path.stat().st_size <= 10 * 2**20
+    extra = _extra()
+    assert extra["training"]["steps"] > 0
+    assert extra["training"]["recipe"] == "configs/default_model.yaml"
+    set5 = extra["scores"]["sets"]["Set5"]
+    for s in ("x2", "x3", "x4"):
+        assert set5[s]["model"] - set5[s]["bicubic"] == pytest.approx(set5[s]["gain"], abs=2e-3)
+
+
+def test_load_model_default_runs():
+    model = gblsr.load_model("default")
+    assert isinstance(model, GBLSRScalarASR) and not model.training
+    lr = torch.rand(1, 3, 9, 7)
+    out = model.predict_full(lr, 25, 19)
+    assert out.shape == (1, 3, 25, 19) and torch.isfinite(out).all()
+
+
+def test_reconstruct_without_checkpoint_uses_the_default(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    img = (rng.random((12, 10, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    code = reconstruct_main(
+        ["--input", str(tmp_path / "in.png"), "--scale", "2.5", "--output", str(tmp_path / "o.png")]
+    )
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "using the built-in default model" in err and len(err.strip().splitlines()) == 1
+    assert Image.open(tmp_path / "o.png").size == (25, 30)
+
+
+def test_default_model_beats_bicubic_on_set5_x4(shared_dir):
+    from gblsr.evaluation import run_evaluation
+
+    sets = [str(shared_dir / "data" / "benchmark" / "Set5")]
+    ours = run_evaluation("default", sets, [4], lpips=False)["rows"][0]["psnr"]
+    bicubic = run_evaluation("bicubic", sets, [4], lpips=False)["rows"][0]["psnr"]
+    assert ours > bicubic + 1.0, (ours, bicubic)
