@@ -409,7 +409,7 @@ def load_model(
                state dicts), whether the checkpoint was trained with the local ensemble
                (default True, as in the reference).
     """
-    if isinstance(path, str) and path == DEFAULT_MODEL:
+    if isinstance(path, str) and path == DEFAULT_MODEL and not Path(path).exists():
         path = default_model_path()
         if not path.is_file():
             raise CheckpointError("this gblsr has no built-in default model; give --checkpoint")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_model
+from ..checkpoint import DEFAULT_MODEL, load_model
 from ..data.datasets import open_dataset
 from ..data.regions import fit_region_thresholds, load_or_fit_thresholds
 from ..errors import UserInputError
@@ -68,6 +68,9 @@ def resolve_model(
         return model, getattr(model, "registry_name", type(model).__name__)
     if str(model) in BASELINES:
         return get_baseline(str(model)), str(model)
+    if str(model) == DEFAULT_MODEL:  # the built-in model, unless a file of that name exists
+        if not Path(model).exists():
+            return load_model(DEFAULT_MODEL, device=device), "default"
     p = Path(model)
     if p.exists() or p.suffix or len(p.parts) > 1:  # a path: say what is wrong with it
         return _load_checkpoint(p, device, config, arm_index), p.name
