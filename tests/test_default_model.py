@@ -62,3 +62,11 @@ def test_default_model_beats_bicubic_on_set5_x4(shared_dir):
     ours = run_evaluation("default", sets, [4], lpips=False)["rows"][0]["psnr"]
     bicubic = run_evaluation("bicubic", sets, [4], lpips=False)["rows"][0]["psnr"]
     assert ours > bicubic + 1.0, (ours, bicubic)
+
+
+def test_viewer_without_checkpoint_shows_the_default(tmp_path):
+    from gblsr.viewer import build_views
+
+    Image.fromarray(np.full((8, 6, 3), 128, np.uint8)).save(tmp_path / "in.png")
+    views = build_views(str(tmp_path / "in.png"))
+    assert len(views) == 1

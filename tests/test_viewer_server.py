@@ -309,7 +309,11 @@ def files(tmp_path_factory, lr):
     }
 
 
-def test_cli_without_checkpoint_is_one_clear_line(files, capsys):
+def test_cli_without_checkpoint_or_default_is_one_clear_line(files, capsys, monkeypatch):
+    # With the built-in default model installed, no --checkpoint views it; without one:
+    import gblsr.viewer.app as app
+
+    monkeypatch.setattr(app, "default_checkpoint", lambda: None)
     assert view_cli.main([files["image"]]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--checkpoint FILE is required" in err
@@ -365,7 +369,10 @@ def test_run_viewer_serves_a_model_a_peer_and_bicubic(files, capsys):
     assert servers[0].server_address[0] == "127.0.0.1"
 
 
-def test_bicubic_alone_needs_no_checkpoint(files, capsys):
+def test_bicubic_alone_needs_no_checkpoint(files, capsys, monkeypatch):
+    import gblsr.viewer.app as app
+
+    monkeypatch.setattr(app, "default_checkpoint", lambda: None)  # as without a built-in model
     ready, servers = threading.Event(), []
     t = threading.Thread(
         target=run_viewer,

@@ -50,7 +50,7 @@ def build_views(
     checkpoint = checkpoint or default_checkpoint()
     if checkpoint is None and not compare:
         raise UserInputError(
-            "--checkpoint FILE is required (there is no built-in default model yet); "
+            "--checkpoint FILE is required (this gblsr has no built-in default model); "
             "or view a baseline alone with --compare bicubic"
         )
     lr = read_image(image).rgb.unsqueeze(0)
