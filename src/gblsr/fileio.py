@@ -95,12 +95,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise OutputError(f"cannot write {target}: the folder {folder} {what}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        try:
-            ro = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-        except OSError:
-            ro = False
-        why = "the file system is read-only" if ro else f"no permission to write in {folder}"
+    why = _unwritable(folder)
+    if why:
         raise OutputError(f"cannot write {target}: {why}")
     return target
 
@@ -116,14 +112,21 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise OutputError(f"cannot make the folder {target}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        try:
-            ro = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
-        except OSError:
-            ro = False
-        why = "the file system is read-only" if ro else f"no permission to write in {probe}"
+    why = _unwritable(probe)
+    if why:
         raise OutputError(f"cannot write into {target}: {why}")
     return target
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in an existing ``folder``, or None when they can."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        ro = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        ro = False
+    return "the file system is read-only" if ro else f"no permission to write in {folder}"
 
 
 def _umask() -> int:
