@@ -191,3 +191,39 @@ def test_a_fresh_start_never_mixes_with_an_earlier_run(tmp_path, capsys):
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # only our files go
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert ckpts == ["latest.json", "step-00000002.safetensors", "step-00000002.state.safetensors"]
+
+
+def test_model_init_starts_from_a_checkpoints_weights(tmp_path):
+    from gblsr.training.sr import _build_model
+
+    from gblsr.runtime import set_seed
+
+    set_seed(3)
+    donor = gblsr.create_model(TINY_MODEL["name"], **TINY_MODEL["args"])
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(torch.randn_like(p))
+    gblsr.save_model(donor, tmp_path / "donor.safetensors")
+
+    cfg = sr_config_from_dict(
+        tiny_sr(tmp_path / "run", model={**TINY_MODEL, "init": str(tmp_path / "donor.safetensors")})
+    )
+    model = _build_model(cfg)
+    for (name, a), b in zip(model.state_dict().items(), donor.state_dict().values()):
+        assert torch.equal(a, b), name
+    # Without init the same seed gives other weights: the init is what made them equal.
+    fresh = _build_model(sr_config_from_dict(tiny_sr(tmp_path / "run")))
+    assert not torch.equal(next(fresh.parameters()), next(donor.parameters()))
+
+
+def test_model_init_of_another_architecture_is_one_clear_error(tmp_path, capsys):
+    import yaml
+
+    other = gblsr.create_model("gblsr_asr", **{**TINY_MODEL["args"], "decoder_cfg": {"p_max": 4}})
+    gblsr.save_model(other, tmp_path / "other.safetensors")
+    cfg = tiny_sr(tmp_path / "run", model={**TINY_MODEL, "init": str(tmp_path / "other.safetensors")})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert train_main(["--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not fit" in err[0] and "model.init" in err[0], err
+    assert not (tmp_path / "run" / "model.safetensors").exists()

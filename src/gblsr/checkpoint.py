@@ -48,6 +48,7 @@ __all__ = [
     "register_converter",
     "build_from_state_dict",
     "check_config",
+    "check_fit",
 ]
 
 FORMAT = "gblsr.model"
@@ -200,7 +201,7 @@ def build_from_state_dict(
         # device; the build below, still within the file's budget, decides.
         meta = None
     if meta is not None:
-        _check_fit(meta, state_dict, source)
+        check_fit(meta, state_dict, source)
         del meta
     try:
         with budget:
@@ -318,7 +319,7 @@ class _Budget:
         return False
 
 
-def _check_fit(meta: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def check_fit(meta: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """The state dict's names and shapes against a (meta) model's, with one-line errors."""
     own = meta.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -347,7 +348,7 @@ def _src(source: str) -> str:
 
 
 def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    _check_fit(model, state_dict, source)
+    check_fit(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
 
 

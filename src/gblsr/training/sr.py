@@ -97,7 +97,19 @@ def _build_model(cfg: SRTrainConfig):
         raise UserInputError(
             f"model {cfg.model.name!r} is not an arbitrary-scale SR model (no predict_full)"
         )
+    if cfg.model.init:
+        _init_weights(model, cfg.model.init)
     return model
+
+
+def _init_weights(model: torch.nn.Module, init: str) -> None:
+    """Start from another checkpoint's weights (names and shapes must fit the model exactly)."""
+    from ..checkpoint import check_fit, load_model
+
+    source = load_model(init, device="cpu")
+    sd = source.state_dict()
+    check_fit(model, sd, f"model.init {init}")
+    model.load_state_dict(sd, strict=True)
 
 
 def _make_optimizer(cfg: SRTrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

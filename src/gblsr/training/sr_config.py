@@ -83,6 +83,8 @@ __all__ = [
 class SRModelSpec:
     name: str = "gblsr_asr"
     args: dict[str, Any] = field(default_factory=dict)
+    # Weights to start from (fine-tuning): any checkpoint load_model reads, or "default".
+    init: str | None = None
 
 
 @dataclass
