@@ -1,9 +1,12 @@
 """Package a trained GB-LSR-ASR checkpoint as gblsr's built-in default model.
 
     python scripts/package_default_model.py \
-        --checkpoint runs/default_model/checkpoints/step-00002500.safetensors \
-        --run-dir runs/default_model --data ../shared/data/benchmark \
-        --sets Set5 Set14 B100 Kodak24 --scales 2 3 4 6 8 12
+        --checkpoint runs/default_model_decay/checkpoints/step-00003000.safetensors \
+        --recipe configs/default_model.yaml configs/default_model_decay.yaml \
+        --run-dir runs/default_model runs/default_model_decay --steps 4500 3000 \
+        --data ../shared/data/benchmark --status final
+
+One phase per --recipe / --run-dir / --steps (phase 2 starts from phase 1's weights).
 
 Scores the checkpoint and bicubic with gblsr's evaluation protocol (Y-PSNR, shave = scale,
 MATLAB-bicubic LR) and writes ``src/gblsr/assets/default_model.safetensors`` with the training
@@ -24,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="a gblsr checkpoint of the default recipe")
-    p.add_argument("--run-dir", required=True, help="its training run (train_config.yaml)")
+    p.add_argument("--recipe", nargs="+", default=["configs/default_model.yaml"])
+    p.add_argument("--run-dir", nargs="+", required=True, help="each phase's run (train_config.yaml)")
+    p.add_argument("--steps", nargs="+", type=int, help="each phase's steps (default: the file's)")
     p.add_argument("--data", required=True, help="folder holding the benchmark sets")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100", "Kodak24"])
     p.add_argument("--scales", nargs="+", type=float, default=[2, 3, 4, 6, 8, 12])
@@ -39,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     from gblsr.evaluation import run_evaluation
 
     torch.set_num_threads(2)
-    step = int("".join(c for c in Path(args.checkpoint).stem if c.isdigit()) or 0)
+    if not len(args.recipe) == len(args.run_dir) == len(args.steps or args.recipe):
+        p.error("give one --recipe, --run-dir (and --steps) per training phase")
+    steps = args.steps or [int("".join(c for c in Path(args.checkpoint).stem if c.isdigit()) or 0)]
     model = gblsr.load_model(args.checkpoint, device="cpu")
-    train_cfg = yaml.safe_load((Path(args.run_dir) / "train_config.yaml").read_text())
+    phases = [
+        {"recipe": r, "steps": n, "config": yaml.safe_load((Path(d) / "train_config.yaml").read_text())}
+        for r, d, n in zip(args.recipe, args.run_dir, steps)
+    ]
     datasets = [str(Path(args.data) / s) for s in args.sets]
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for name, which in (("model", model), ("bicubic", "bicubic")):
@@ -58,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         "name": "gblsr default model",
         "status": args.status,
         "training": {
-            "recipe": "configs/default_model.yaml",
-            "config": train_cfg,
-            "steps": step,
+            "recipe": args.recipe[0] if len(args.recipe) == 1 else args.recipe,
+            "phases": phases,
+            "steps": sum(steps),
             "data": "Wiki49 + BSDS400 (449 photos), MATLAB-bicubic LR, s ~ U(1, 4)",
-            "budget": f"{step} steps x batch 16 of 32x32 LR crops, CPU",
+            "budget": f"{sum(steps)} steps x batch 16 of 32x32 LR crops, CPU",
         },
         "scores": {
             "protocol": "Y-PSNR (dB), shave = scale, MATLAB-bicubic LR (benchmark LR files where "
