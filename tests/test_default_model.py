@@ -75,3 +75,23 @@ def test_viewer_without_checkpoint_shows_the_default(tmp_path):
     Image.fromarray(np.full((8, 6, 3), 128, np.uint8)).save(tmp_path / "in.png")
     views = build_views(str(tmp_path / "in.png"))
     assert len(views) == 1
+
+
+def test_training_can_start_from_the_default_model():
+    """docs/default-model.md's fine-tuning recipe: model.init: default with the card's args."""
+    import re
+
+    import yaml
+
+    from gblsr.training import sr_config_from_dict
+    from gblsr.training.sr import _build_model
+
+    card = (default_model_path().parents[3] / "docs" / "default-model.md").read_text()
+    block = re.search(r"## Fine-tuning.*?```yaml\n(.*?)```", card, re.S)
+    if block is None:
+        pytest.skip("docs/ not beside the package")
+    cfg = yaml.safe_load(block.group(1))
+    model = _build_model(sr_config_from_dict(cfg))
+    shipped = gblsr.load_model("default")
+    for (name, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), name
