@@ -1,5 +1,5 @@
 """The built-in default model: shipped inside the package, self-describing, used when a command
-gets no --checkpoint, and better than bicubic on Set5 (the full bar is in docs/default-model.md)."""
+gets no --checkpoint, and clearing its bar over bicubic (docs/default-model.md)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def test_default_model_is_shipped_small_and_describes_itself():
     set5 = extra["scores"]["sets"]["Set5"]
     for s in ("x2", "x3", "x4"):
         assert set5[s]["model"] - set5[s]["bicubic"] == pytest.approx(set5[s]["gain"], abs=2e-3)
+    sets = extra["scores"]["sets"]
+    for name in ("Set5", "Set14", "B100"):  # issue 13's bar, as recorded when it was packaged
+        for s in ("x2", "x3", "x4"):
+            assert sets[name][s]["gain"] >= 1.0, (name, s, sets[name][s])
 
 
 def test_load_model_default_runs():
@@ -60,13 +64,16 @@ def test_reconstruct_without_checkpoint_uses_the_default(tmp_path, capsys):
     assert Image.open(tmp_path / "o.png").size == (25, 30)
 
 
-def test_default_model_beats_bicubic_on_set5_x4(shared_dir):
+def test_default_model_metadata_tells_the_truth(shared_dir):
     from gblsr.evaluation import run_evaluation
 
-    sets = [str(shared_dir / "data" / "benchmark" / "Set5")]
-    ours = run_evaluation("default", sets, [4], lpips=False)["rows"][0]["psnr"]
-    bicubic = run_evaluation("bicubic", sets, [4], lpips=False)["rows"][0]["psnr"]
-    assert ours > bicubic + 1.0, (ours, bicubic)
+    sets = _extra()["scores"]["sets"]
+    # The recorded numbers are what the file scores now (Set5 x4, measured afresh).
+    data = [str(shared_dir / "data" / "benchmark" / "Set5")]
+    ours = run_evaluation("default", data, [4], lpips=False)["rows"][0]["psnr"]
+    bicubic = run_evaluation("bicubic", data, [4], lpips=False)["rows"][0]["psnr"]
+    assert ours == pytest.approx(sets["Set5"]["x4"]["model"], abs=2e-3)
+    assert bicubic == pytest.approx(sets["Set5"]["x4"]["bicubic"], abs=2e-3)
 
 
 def test_viewer_without_checkpoint_shows_the_default(tmp_path):
