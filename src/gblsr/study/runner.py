@@ -151,13 +151,12 @@ def _run_method(cfg: StudyConfig, m: MethodSpec, out: Path, device, progress: bo
         th = load_thresholds(run_dir / "region_thresholds.json")
         res["rows"] = score_native(model, cfg, th, progress, m.name)
         res["adaptivity"] = summary.get("adaptivity_final")
+        # The reference's train_curve ends with the final evaluation, appended even when a
+        # periodic one already stands at that step: one point per step, the later one kept.
+        curve = {int(p["step"]): p for p in summary.get("train_curve") or []}
         res["val_curve"] = [
-            {
-                "step": p["step"],
-                "psnr": p.get("psnr"),
-                "elapsed_s": _wall_at(int(p["step"]), loss_curve),
-            }
-            for p in summary.get("train_curve") or []
+            {"step": step, "psnr": p.get("psnr"), "elapsed_s": _wall_at(step, loss_curve)}
+            for step, p in curve.items()
         ]
         crops = visual_crops_native(model, cfg)["recon"]
         _save_png(out / "crops" / f"{m.name}_recon.png", crops["pred"])
