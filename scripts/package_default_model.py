@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="a gblsr checkpoint of the default recipe")
     p.add_argument("--recipe", nargs="+", default=["configs/default_model.yaml"])
-    p.add_argument("--run-dir", nargs="+", required=True, help="each phase's run (train_config.yaml)")
+    p.add_argument(
+        "--run-dir", nargs="+", required=True, help="each phase's run (train_config.yaml)"
+    )
     p.add_argument("--steps", nargs="+", type=int, help="each phase's steps (default: the file's)")
     p.add_argument("--data", required=True, help="folder holding the benchmark sets")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100", "Kodak24"])
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or [int("".join(c for c in Path(args.checkpoint).stem if c.isdigit()) or 0)]
     model = gblsr.load_model(args.checkpoint, device="cpu")
     phases = [
-        {"recipe": r, "steps": n, "config": yaml.safe_load((Path(d) / "train_config.yaml").read_text())}
+        {
+            "recipe": r,
+            "steps": n,
+            "config": yaml.safe_load((Path(d) / "train_config.yaml").read_text()),
+        }
         for r, d, n in zip(args.recipe, args.run_dir, steps)
     ]
     datasets = [str(Path(args.data) / s) for s in args.sets]

@@ -194,9 +194,8 @@ def test_a_fresh_start_never_mixes_with_an_earlier_run(tmp_path, capsys):
 
 
 def test_model_init_starts_from_a_checkpoints_weights(tmp_path):
-    from gblsr.training.sr import _build_model
-
     from gblsr.runtime import set_seed
+    from gblsr.training.sr import _build_model
 
     set_seed(3)
     donor = gblsr.create_model(TINY_MODEL["name"], **TINY_MODEL["args"])
@@ -221,7 +220,9 @@ def test_model_init_of_another_architecture_is_one_clear_error(tmp_path, capsys)
 
     other = gblsr.create_model("gblsr_asr", **{**TINY_MODEL["args"], "decoder_cfg": {"p_max": 4}})
     gblsr.save_model(other, tmp_path / "other.safetensors")
-    cfg = tiny_sr(tmp_path / "run", model={**TINY_MODEL, "init": str(tmp_path / "other.safetensors")})
+    cfg = tiny_sr(
+        tmp_path / "run", model={**TINY_MODEL, "init": str(tmp_path / "other.safetensors")}
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert train_main(["--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
