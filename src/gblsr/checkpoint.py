@@ -48,7 +48,7 @@ __all__ = [
     "register_converter",
     "build_from_state_dict",
     "check_config",
-    "check_fit",
+    "load_strict",
 ]
 
 FORMAT = "gblsr.model"
@@ -201,7 +201,7 @@ def build_from_state_dict(
         # device; the build below, still within the file's budget, decides.
         meta = None
     if meta is not None:
-        check_fit(meta, state_dict, source)
+        _check_fit(meta, state_dict, source)
         del meta
     try:
         with budget:
@@ -214,7 +214,7 @@ def build_from_state_dict(
         raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
     except Exception as e:  # any constructor error is the config's fault
         raise CheckpointError(f"invalid {arch} config{_src(source)}: {_one_line(e)}") from None
-    _load_strict(model, state_dict, source)
+    load_strict(model, state_dict, source)
     return model
 
 
@@ -319,7 +319,7 @@ class _Budget:
         return False
 
 
-def check_fit(meta: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def _check_fit(meta: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """The state dict's names and shapes against a (meta) model's, with one-line errors."""
     own = meta.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -347,8 +347,9 @@ def _src(source: str) -> str:
     return f" in {source}" if source else ""
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    check_fit(model, state_dict, source)
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``model`` after checking names and shapes (one-line errors)."""
+    _check_fit(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
 
 

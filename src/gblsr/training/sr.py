@@ -104,12 +104,9 @@ def _build_model(cfg: SRTrainConfig):
 
 def _init_weights(model: torch.nn.Module, init: str) -> None:
     """Start from another checkpoint's weights (names and shapes must fit the model exactly)."""
-    from ..checkpoint import check_fit, load_model
+    from ..checkpoint import load_model, load_strict
 
-    source = load_model(init, device="cpu")
-    sd = source.state_dict()
-    check_fit(model, sd, f"model.init {init}")
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, load_model(init, device="cpu").state_dict(), f"model.init {init}")
 
 
 def _make_optimizer(cfg: SRTrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
