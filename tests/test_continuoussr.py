@@ -129,6 +129,30 @@ def test_parameter_count_and_keys():
     assert heads["mlp_vector.layers.8.weight"].shape == (512, 512)
 
 
+def test_head_width_narrows_every_head_and_travels_with_the_weights(tmp_path):
+    from gblsr.checkpoint import load_model, save_model
+
+    m = _model(head_width=0.25)
+    sd = m.state_dict()
+    assert sd["conv1.weight"].shape == (128, 256, 3, 3)
+    assert sd["mlp_vector.layers.8.weight"].shape == (128, 128)
+    assert sd["mlp.layers.0.weight"].shape == (128, 256)
+    assert sd["mlp.layers.2.weight"].shape == (256, 128)
+    assert sd["mlp_offset.layers.10.weight"].shape == (2, 16)
+    save_model(m, tmp_path / "narrow.safetensors")
+    back = load_model(tmp_path / "narrow.safetensors")
+    assert back.get_config()["head_width"] == 0.25
+    lr = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(lr).render(11, 13), m.encode(lr).render(11, 13))
+    # A config written before head_width existed builds the official widths.
+    old = {k: v for k, v in _model().get_config().items() if k != "head_width"}
+    assert ContinuousSR.from_config(old).conv1.weight.shape == (512, 256, 3, 3)
+    for bad in (0, -1.0, "half"):
+        with pytest.raises(ValueError, match="head_width"):
+            ContinuousSR(head_width=bad)
+
+
 def test_batch_is_per_image_and_regions_agree():
     m = _model()
     lr = torch.rand(2, 3, 6, 5)

@@ -213,6 +213,10 @@ class ContinuousSR(nn.Module, SRModel):
     (the checkpoint-release commit). ``l21_scale``: "height" (HEAD) or "width" (release commit;
     differs only for anisotropic scales). ``tile_cap``: default render cap (None = correct,
     256 = official). ``weights_licence``: recorded for converted official weights.
+    ``head_width``: multiplies every hidden width of the heads (attention 512, MLPs up to 1024);
+    1.0 is the official architecture (and the only one official weights load into). The heads
+    cost ~3.5 M multiply-adds per Gaussian, one Gaussian per x4 output pixel, so a CPU study
+    narrows them the way it narrows LIIF's MLP.
     """
 
     def __init__(
@@ -223,6 +227,7 @@ class ContinuousSR(nn.Module, SRModel):
         l21_scale: str = "height",
         tile_cap: int | None = None,
         weights_licence: str | None = None,
+        head_width: float = 1.0,
     ):
         super().__init__()
         if offset_input not in OFFSET_INPUTS:
@@ -237,10 +242,18 @@ class ContinuousSR(nn.Module, SRModel):
         self.l21_scale = l21_scale
         self.tile_cap = None if tile_cap is None else int(tile_cap)
         self.weights_licence = weights_licence
-        self.conv1 = nn.Conv2d(256, 512, kernel_size=3, padding=1)
-        self.mlp_vector = MLP(3, 512, [256, 512, 512, 512], act="gelu")
-        self.mlp = MLP(256, 3, [512, 1024, 256, 128, 64], act="gelu")
-        self.mlp_offset = MLP(256, 2, [512, 1024, 256, 128, 64], act="gelu")
+        if not (isinstance(head_width, (int, float)) and 0 < head_width <= 4):
+            raise ValueError(f"head_width must be a number in (0, 4], got {head_width!r}")
+        self.head_width = float(head_width)
+
+        def w(n: int) -> int:
+            return max(1, round(n * self.head_width))
+
+        self.conv1 = nn.Conv2d(256, w(512), kernel_size=3, padding=1)
+        self.mlp_vector = MLP(3, w(512), [w(256), w(512), w(512), w(512)], act="gelu")
+        hidden = [w(512), w(1024), w(256), w(128), w(64)]
+        self.mlp = MLP(256, 3, hidden, act="gelu")
+        self.mlp_offset = MLP(256, 2, hidden, act="gelu")
         # The official MLPs start from xavier-uniform weights and zero biases.
         for mlp in (self.mlp_vector, self.mlp, self.mlp_offset):
             for layer in mlp.layers:
@@ -256,6 +269,7 @@ class ContinuousSR(nn.Module, SRModel):
             "l21_scale": self.l21_scale,
             "tile_cap": self.tile_cap,
             "weights_licence": self.weights_licence,
+            "head_width": self.head_width,
         }
 
     @classmethod
@@ -281,7 +295,7 @@ class ContinuousSR(nn.Module, SRModel):
         N = 4hw row-major. Computed in bands of grid rows (conv1 gets a one-row halo)."""
         B, _, gh, gw = feat.shape
         dic = gaussian_dictionary(feat.dtype, feat.device)
-        keys = self.mlp_vector(dic)  # (730, 512)
+        keys = self.mlp_vector(dic)  # (730, D), D = 512 at head_width 1
         act = F.leaky_relu(feat, 0.01)
         rows = max(1, min(gh, _HEAD_CHUNK // max(1, gw * B)))
         cols, chols, offs = [], [], []
@@ -291,7 +305,7 @@ class ContinuousSR(nn.Module, SRModel):
             # One halo row each side; zero rows where the band meets the border (conv1's padding).
             band = F.pad(act[:, :, lo:hi], (0, 0, int(r0 == 0), int(r1 == gh)))
             q = F.conv2d(band, self.conv1.weight, self.conv1.bias, padding=(0, 1))
-            q = q.flatten(2).transpose(1, 2)  # (B, n, 512)
+            q = q.flatten(2).transpose(1, 2)  # (B, n, D)
             weights = torch.softmax(q @ keys.t(), dim=-1)
             chols.append(weights @ dic)
             f = feat[:, :, r0:r1].flatten(2).transpose(1, 2)  # (B, n, 256)
