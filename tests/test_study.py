@@ -75,9 +75,23 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
 
 
 def test_shipped_configs_validate():
+    from gblsr.registry import make
+    from gblsr.study.trainer import _sr_config
+
     for name in ("smoke", "cpu_small", "gpu_paper", "native_cpu"):
         cfg = load_study_config(REPO / "configs" / "study" / f"{name}.yaml")
         assert cfg.methods and cfg.eval["sets"]
+    # Every method of the SR studies builds from the study's arguments (shared encoder merged
+    # under each method's own), so a wrong argument fails here, not days into a GPU run.
+    built = {}
+    for name in ("cpu_small", "gpu_paper"):
+        cfg = load_study_config(REPO / "configs" / "study" / f"{name}.yaml")
+        for m in cfg.methods:
+            model_cfg = _sr_config(cfg, m)["model"]
+            built[name, m.name] = make("model", model_cfg["name"], **model_cfg["args"])
+    assert len(built) == 14
+    assert built["cpu_small", "continuoussr"].get_config()["head_width"] == 0.25
+    assert built["gpu_paper", "continuoussr"].conv1.weight.shape == (512, 256, 3, 3)
 
 
 def test_seam_masks_mark_pixels_beside_internal_borders():

@@ -265,6 +265,12 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
         lines += _bicubic_check(cfg, results, bicubic)
     lines += ["", "## Protocol", "", *_protocol_lines(cfg), "", "## Methods", ""]
     lines += _methods_table(cfg, results, timing)
+    lines += [
+        "",
+        "train s: the wall time of each method's own training as it ran (summed over "
+        "sittings); a method trained while other jobs shared the machine shows more, so compare "
+        "speed by the timing columns, which are measured in one sitting.",
+    ]
     if timing:
         kinds = {
             str(v.get("peak_memory_kind")) for m in timing["methods"].values() for v in m.values()
