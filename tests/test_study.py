@@ -94,6 +94,23 @@ def test_shipped_configs_validate():
     assert built["gpu_paper", "continuoussr"].conv1.weight.shape == (512, 256, 3, 3)
 
 
+def test_report_names_the_commits_methods_ran_at():
+    from gblsr.study.report import _commit_lines
+
+    same = {"a": {"versions": {"git_commit": "abc123" * 5}}}
+    assert _commit_lines("abc123" * 5, same) == []
+    mixed = {
+        "a": {"versions": {"git_commit": "abc123" * 5}},
+        "b": {"versions": {"git_commit": "def456" * 5}},
+        "c": {},
+    }
+    (line, _) = _commit_lines("def456" * 5, mixed)
+    assert line == (
+        "Methods trained and scored at commit `abc123abc123`: a; `def456def456`: b; "
+        "not recorded (older records): c."
+    )
+
+
 def test_seam_masks_mark_pixels_beside_internal_borders():
     seam, inner = seam_masks(8, 8, patch=4, margin=0)
     rows = seam.any(dim=1)
@@ -218,6 +235,7 @@ def test_smoke_study_interrupted_stopped_resumed_and_reported(smoke_config, monk
             ("Set5", 12),
         ]
         assert all(r["n_images"] == 2 and r["psnr"] > 0 for r in m["rows"])
+        assert m["versions"] == res["versions"]  # one sitting, one commit
         t = res["timing"]["methods"][name]["x4"]
         assert t["decode_ms"] > 0 and t["hr_size"] == 64 and t["decode_tensor_peak_mb"] > 0
     assert res["versions"]["torch"] == torch.__version__

@@ -68,6 +68,21 @@ def load_results(cfg, out: Path) -> tuple[dict[str, dict], dict | None, dict | N
     )
 
 
+def _commit_lines(report_commit: str | None, results: dict[str, dict]) -> list[str]:
+    """A line naming the commits methods were trained and scored at, when any differs from the
+    report's (a study spans sittings; a finished method is not rerun when code moves on)."""
+    by: dict[str, list[str]] = {}
+    for n, res in results.items():
+        c = (res.get("versions") or {}).get("git_commit")
+        by.setdefault(c[:12] if c else "not recorded", []).append(n)
+    if not by or set(by) == {(report_commit or "")[:12]}:
+        return []
+    parts = [f"`{c}`: {', '.join(ns)}" for c, ns in by.items() if c != "not recorded"]
+    if "not recorded" in by:
+        parts.append(f"not recorded (older records): {', '.join(by['not recorded'])}")
+    return ["Methods trained and scored at commit " + "; ".join(parts) + ".", ""]
+
+
 def _methods_table(cfg, results, timing) -> list[str]:
     tm = (timing or {}).get("methods") or {}
     if cfg.kind == "sr":
@@ -249,6 +264,7 @@ def write_report(cfg, out: Path, sitting_seconds: float = 0.0) -> Path:
         f"training {train_s / 60:.1f} min, scoring {score_s / 60:.1f} min.",
         "",
     ]
+    lines += _commit_lines(doc["versions"]["git_commit"], results)
     if pending or unavailable:
         lines.append(
             "**Incomplete:** "

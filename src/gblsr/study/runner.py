@@ -111,6 +111,7 @@ def _n_params(model: torch.nn.Module) -> int:
 
 def _run_method(cfg: StudyConfig, m: MethodSpec, out: Path, device, progress: bool) -> dict:
     from ..checkpoint import load_model
+    from .report import versions
 
     tc = trainer_config(cfg, m)
     run_dir = Path(tc["run_dir"])
@@ -133,6 +134,8 @@ def _run_method(cfg: StudyConfig, m: MethodSpec, out: Path, device, progress: bo
         "resumed_from_step": summary.get("resumed_from_step"),
         "checkpoint": str(ckpt),
         "loss_curve": loss_curve,
+        # A study can span sittings and commits: each method records the code it ran on.
+        "versions": versions(),
     }
     t1 = time.time()
     if cfg.kind == "sr":
