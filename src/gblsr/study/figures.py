@@ -49,25 +49,39 @@ def _psnr(res: dict, dataset: str, scale: Any) -> float | None:
 
 
 def _psnr_vs_scale(results, bicubic, scales, path: Path) -> str:
+    """PSNR by scale per set; with a bicubic reference, a second row of gains over it (the
+    methods' absolute curves lie within a dB of each other and hide their order)."""
     plt = _plt()
     sets = _sets(results)
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    n_rows = 2 if bicubic else 1
+    fig, axes = plt.subplots(
+        n_rows, len(sets), figsize=(4.2 * len(sets), 3.4 * n_rows), squeeze=False
+    )
     entries = list(results.items()) + ([("bicubic", bicubic)] if bicubic else [])
-    for ax, ds in zip(axes[0], sets):
+    for col, ds in enumerate(sets):
+        base = {s: _psnr(bicubic, ds, s) for s in scales} if bicubic else {}
         for name, res in entries:
             pts = [(s, _psnr(res, ds, s)) for s in scales]
             pts = [(s, p) for s, p in pts if p is not None]
-            if pts:
-                style = "k--" if name == "bicubic" else "-o"
-                ax.plot([s for s, _ in pts], [p for _, p in pts], style, label=name, ms=3)
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        ax.set_xticks(scales)
-        ax.set_xticklabels([f"x{s:g}" for s in scales])
-        ax.set_title(ds)
-        ax.set_xlabel("scale")
-        ax.set_ylabel("Y-PSNR (dB)")
-        ax.grid(alpha=0.3)
+            if not pts:
+                continue
+            style = "k--" if name == "bicubic" else "-o"
+            axes[0][col].plot([s for s, _ in pts], [p for _, p in pts], style, label=name, ms=3)
+            if bicubic:
+                gain = [(s, p - base[s]) for s, p in pts if base.get(s) is not None]
+                axes[1][col].plot([s for s, _ in gain], [g for _, g in gain], style, ms=3)
+        for row in range(n_rows):
+            ax = axes[row][col]
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(scales)
+            ax.set_xticklabels([f"x{s:g}" for s in scales])
+            ax.set_xlabel("scale")
+            ax.grid(alpha=0.3)
+        axes[0][col].set_title(ds)
+        axes[0][col].set_ylabel("Y-PSNR (dB)")
+        if bicubic:
+            axes[1][col].set_ylabel("gain over bicubic (dB)")
     axes[0][-1].legend(fontsize=7)
     return _save(fig, path)
 
