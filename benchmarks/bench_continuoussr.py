@@ -9,13 +9,18 @@ figure of the official 256-per-tile cap (docs/continuoussr.md).
    shared machine). Target: second scale <= 10% of encode + first render.
 2. ``memory``: a 256x256 input to a 4096x4096 output (encode + render), in a fresh process;
    reported: wall time and that process's peak resident set size. Target: < 3 GiB.
-3. ``--figure PATH``: a PNG of the official cap's artefact. A field fitted by hand to a Kodak
+3. ``train`` (not in the default run): one training step (forward through the trainer's call,
+   L1, backward, Adam) of the ``cpu_small`` study's setting (batch 16 of 32x32 LR crops at x3,
+   1024 queries; EDSR 4 x 32 + upsampler) for each ``--head-widths``, best of 2 after a warm-up:
+   what sized the study's ``head_width: 0.25`` (docs/study.md).
+4. ``--figure PATH``: a PNG of the official cap's artefact. A field fitted by hand to a Kodak
    crop (the 256x256 shipped kodim23 reduced to 64x64; one isotropic Gaussian per grid cell,
    coloured by its LR pixel, normalised by the uncapped coverage) rendered at x1.5 with
    ``tile_cap=256`` (official, left), ``None`` (middle) and their difference (right).
 
     python benchmarks/bench_continuoussr.py --threads 2
     python benchmarks/bench_continuoussr.py --only rerender --figure docs/continuoussr_cap.png
+    python benchmarks/bench_continuoussr.py --only train --threads 2 --head-widths 1 0.5 0.25
 """
 
 from __future__ import annotations
@@ -96,6 +101,33 @@ def _memory(threads: int) -> dict:
     return {"wall_s": time.perf_counter() - t, "peak_rss_mib": usage.ru_maxrss / 1024, **info}
 
 
+def _train(threads: int, widths: list[float]) -> dict:
+    import torch
+
+    from gblsr.registry import create_model
+
+    torch.set_num_threads(threads)
+    enc = {"base": "edsr", "base_cfg": {"num_blocks": 4, "num_features": 32}, "num_feat": 64}
+    out = {}
+    for w in widths:
+        torch.manual_seed(0)
+        m = create_model("continuoussr", encoder="upsampled4", encoder_cfg=enc, head_width=w)
+        opt = torch.optim.Adam(m.parameters(), 1e-4)
+        lr = torch.rand(16, 3, 32, 32)
+        coord = torch.rand(16, 1024, 2) * 2 - 1
+        cell = torch.full((16, 1024, 2), 2.0 / 96)  # x3: 96x96 renders
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            m(lr, coord, cell).abs().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - t)
+        n = sum(p.numel() for p in m.parameters())
+        out[str(w)] = {"params": n, "s_per_step": min(times[1:])}
+    return out
+
+
 def _figure(path: str, scale: float = 1.5) -> dict:
     import numpy as np
     import torch
@@ -133,8 +165,9 @@ def _figure(path: str, scale: float = 1.5) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["rerender", "memory"], nargs="+")
+    ap.add_argument("--only", choices=["rerender", "memory", "train"], nargs="+")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--head-widths", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.125])
     ap.add_argument("--figure", help="write the tile-cap figure to this PNG")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args(argv)
@@ -156,6 +189,15 @@ def main(argv=None) -> int:
             f"256x256 -> 4096x4096, upsampled4: {r['seconds']:.1f} s (encode {r['encode_s']:.1f}"
             f" s), peak RSS {r['peak_rss_mib']:.0f} MiB (target < 3072 MiB)"
         )
+    if "train" in parts:
+        res = results["train"] = _train(args.threads, args.head_widths)
+        full = res.get("1.0", {}).get("s_per_step")
+        for w, r in res.items():
+            rel = f" ({full / r['s_per_step']:.1f}x faster than 1.0)" if full and w != "1.0" else ""
+            print(
+                f"train step, batch 16 x 32x32 at x3, head_width {w}: {r['params']:,} params, "
+                f"{r['s_per_step']:.2f} s/step{rel}, {args.threads} thread(s)"
+            )
     if args.figure:
         r = results["figure"] = _figure(args.figure)
         print(
