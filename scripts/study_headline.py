@@ -10,14 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+from gblsr.study.summary import cell
+
 SETS = ["Set5", "Set14", "B100", "Kodak24"]
 
 
 def psnr(result: dict, dataset: str, scale: float) -> str:
-    for row in result["rows"]:
-        if row["dataset"] == dataset and float(row["scale"]) == scale:
-            return f"{row['psnr']:.2f}"
-    return "-"
+    value = cell(result, dataset, scale, "psnr")
+    return "-" if value is None else f"{value:.2f}"
 
 
 def ms(timing: dict, key: str) -> str:
@@ -28,7 +28,7 @@ def ms(timing: dict, key: str) -> str:
 def main(folder: str) -> None:
     rep = Path(folder)
     res = json.loads((rep / "results.json").read_text())
-    bicubic = json.loads((rep / "methods" / "bicubic.json").read_text())
+    bicubic = res["bicubic"]
     timing = (res.get("timing") or {}).get("methods", {})
     head = ["method", "params", *(f"{d} x4" for d in SETS), "Set5 x2", "Set5 x12"]
     head += ["decode x4 ms", "decode x12 ms"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+
+from .summary import cell
 
 __all__ = ["draw_figures"]
 
@@ -42,13 +43,6 @@ def _sets(results: dict[str, dict]) -> list[str]:
     return out
 
 
-def _psnr(res: dict, dataset: str, scale: Any) -> float | None:
-    for r in res.get("rows", []):
-        if r["dataset"] == dataset and r.get("scale", 1) == scale:
-            return r.get("psnr")
-    return None
-
-
 def _psnr_vs_scale(results, bicubic, scales, path: Path) -> str:
     """PSNR by scale per set; with a bicubic reference, a second row of gains over it (the
     methods' absolute curves lie within a dB of each other and hide their order)."""
@@ -60,9 +54,9 @@ def _psnr_vs_scale(results, bicubic, scales, path: Path) -> str:
     )
     entries = list(results.items()) + ([("bicubic", bicubic)] if bicubic else [])
     for col, ds in enumerate(sets):
-        base = {s: _psnr(bicubic, ds, s) for s in scales} if bicubic else {}
+        base = {s: cell(bicubic, ds, s, "psnr") for s in scales} if bicubic else {}
         for name, res in entries:
-            pts = [(s, _psnr(res, ds, s)) for s in scales]
+            pts = [(s, cell(res, ds, s, "psnr")) for s in scales]
             pts = [(s, p) for s, p in pts if p is not None]
             if not pts:
                 continue
@@ -176,7 +170,7 @@ def draw_figures(cfg, out: Path, results, bicubic, timing) -> list[str]:
         key = f"x{float(s):g}"
         pts = []
         for name, res in results.items():
-            vals = [_psnr(res, ds, s) for ds in _sets({name: res})]
+            vals = [cell(res, ds, s, "psnr") for ds in _sets({name: res})]
             vals = [v for v in vals if v is not None]
             dec = tm.get(name, {}).get(key, {}).get("decode_ms")
             if vals and dec:

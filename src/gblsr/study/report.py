@@ -17,7 +17,7 @@ import torch
 from ..data.regions import REGIONS
 from ..fileio import write_text_atomic
 from .records import is_available, method_hash, write_json
-from .summary import _bicubic_check, _cell, _fmt, _set_names, _tset, lead_summary
+from .summary import _bicubic_check, _fmt, _set_names, _tset, cell, lead_summary
 
 __all__ = ["write_report", "machine_info", "versions", "load_results"]
 
@@ -119,7 +119,7 @@ def _sr_tables(cfg, results, bicubic) -> list[str]:
             lines += [f"### {ds}: {title}", "", f"| method | {cols} |"]
             lines.append("| --- |" + " --- |" * len(cfg.scales))
             for n, res in entries:
-                vals = [_fmt(_cell(res, ds, s, key), nd) for s in cfg.scales]
+                vals = [_fmt(cell(res, ds, s, key), nd) for s in cfg.scales]
                 lines.append(f"| {n} | " + " | ".join(vals) + " |")
             lines.append("")
     return lines

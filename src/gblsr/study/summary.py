@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["lead_summary"]
+__all__ = ["lead_summary", "cell"]
 
 
 def _set_names(entries) -> list[str]:
@@ -23,7 +23,8 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def _cell(res: dict, ds: str, scale: Any, key: str) -> float | None:
+def cell(res: dict, ds: str, scale: Any, key: str) -> float | None:
+    """One number (``key``: psnr, ssim, ...) of a method's result rows at a set and scale."""
     for r in res.get("rows", []):
         if r["dataset"] == ds and r.get("scale", 1) == scale:
             return r.get(key)
@@ -63,8 +64,8 @@ def lead_summary(cfg, results: dict[str, dict], timing: dict | None) -> list[str
     behind, cells = [], 0
     for ds in sets:
         for s in scales:
-            mine = _cell(results[ref], ds, s, "psnr")
-            others = [(n, _cell(r, ds, s, "psnr")) for n, r in results.items() if n != ref]
+            mine = cell(results[ref], ds, s, "psnr")
+            others = [(n, cell(r, ds, s, "psnr")) for n, r in results.items() if n != ref]
             others = [(n, v) for n, v in others if v is not None]
             if mine is None or not others:
                 continue
@@ -112,9 +113,9 @@ def _versus_global(cfg, results, timing, ref: str, sets: list[str]) -> list[str]
         if res.get("model") != "global_fourier_mlp" or name == ref:
             continue
         gaps = [
-            _cell(results[ref], ds, 1, "psnr") - _cell(res, ds, 1, "psnr")
+            cell(results[ref], ds, 1, "psnr") - cell(res, ds, 1, "psnr")
             for ds in sets
-            if _cell(results[ref], ds, 1, "psnr") is not None and _cell(res, ds, 1, "psnr")
+            if cell(results[ref], ds, 1, "psnr") is not None and cell(res, ds, 1, "psnr")
         ]
         if not gaps:
             continue
@@ -142,7 +143,7 @@ def _bicubic_check(cfg, results, bicubic) -> list[str]:
     for n, res in results.items():
         for r in res.get("rows", []):
             if r.get("scale") in cfg.eval["scales_in"]:
-                b = _cell(bicubic, r["dataset"], r["scale"], "psnr")
+                b = cell(bicubic, r["dataset"], r["scale"], "psnr")
                 if b is not None and r.get("psnr") is not None:
                     cells += 1
                     if r["psnr"] <= b:
